@@ -1,0 +1,384 @@
+# -*- test-case-name: tests.test_routes -*-
+"""
+The pure core of routing: upstream addresses, host patterns and the route
+table.
+
+Everything here is frozen data and plain functions.  Nothing imports
+L{twisted.internet}: the command line, the etcd sync and C{revproxyctl} all
+parse and validate through this module, so that a route accepted by one is
+accepted by all.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from revproxy.balancing import Balancer, RoundRobin
+
+__all__ = [
+    "RouteError",
+    "Upstream",
+    "HostRoute",
+    "RouteTable",
+    "parse_upstream",
+    "parse_host_pattern",
+    "parse_route",
+    "normalize_request_host",
+]
+
+
+class RouteError(ValueError):
+    """
+    A route, host pattern or upstream address does not parse.  The message is
+    one line, meant for the person who wrote the bad value.
+    """
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)\Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """
+    One server that requests can be forwarded to.
+
+    @ivar scheme: C{"http"} or C{"https"}.
+    @ivar host: a DNS name or an IP literal (IPv6 without brackets).
+    @ivar port: the TCP port.
+    @ivar base_path: a path prefix joined with every request path, as bytes,
+        or C{b""} for none.
+    @ivar weight: the relative weight for weighted balancing policies.
+    """
+
+    scheme: str
+    host: str
+    port: int
+    base_path: bytes = b""
+    weight: int = field(default=1, compare=False)
+
+    @property
+    def authority(self) -> str:
+        """
+        C{host:port}, with an IPv6 literal in brackets.
+        """
+        if ":" in self.host:
+            return f"[{self.host}]:{self.port}"
+        return f"{self.host}:{self.port}"
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        """
+        What identifies the connections to this upstream: two upstreams with
+        the same key can share pooled connections.
+        """
+        return (self.scheme, self.host, self.port)
+
+    def __str__(self) -> str:
+        if self.scheme == "http" and not self.base_path:
+            return self.authority
+        return f"{self.scheme}://{self.authority}{self.base_path.decode('ascii')}"
+
+
+def _check_dns_name(name: str, what: str) -> str:
+    """
+    Validate a DNS name (lower-cased, without a trailing dot) and return it.
+    """
+    if not name:
+        raise RouteError(f"empty {what}")
+    if len(name) > 253:
+        raise RouteError(f"{what} {name!r} is longer than 253 characters")
+    for label in name.split("."):
+        if not _LABEL.match(label):
+            raise RouteError(f"invalid {what} {name!r}")
+    return name
+
+
+def _parse_ip(text: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
+
+
+def parse_upstream(text: str, weight: int = 1) -> Upstream:
+    """
+    Parse an upstream address in any of the accepted forms:
+    C{host:port}, C{[v6]:port}, C{http://host[:port][/base]},
+    C{https://host[:port][/base]}.
+
+    @raise RouteError: if C{text} is none of those.
+    """
+    original = text
+    text = text.strip()
+    if not text:
+        raise RouteError("empty upstream address")
+    if weight < 1:
+        raise RouteError(f"upstream {original!r}: weight must be at least 1")
+    if "://" in text:
+        scheme = text.split("://", 1)[0].lower()
+        if scheme not in _DEFAULT_PORTS:
+            raise RouteError(
+                f"upstream {original!r}: unsupported scheme {scheme!r} "
+                "(use http or https)"
+            )
+    else:
+        scheme = ""
+        if "/" in text or "?" in text or "#" in text:
+            raise RouteError(
+                f"upstream {original!r}: a path needs the http:// or https:// form"
+            )
+        text = "http://" + text
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+        hostname = parts.hostname
+    except ValueError as e:
+        raise RouteError(f"upstream {original!r}: {e}") from None
+    if parts.username is not None or parts.password is not None:
+        raise RouteError(f"upstream {original!r}: credentials are not supported")
+    if parts.query or parts.fragment or text.endswith(("?", "#")):
+        raise RouteError(
+            f"upstream {original!r}: a query or fragment is not allowed"
+        )
+    if not hostname:
+        raise RouteError(f"upstream {original!r}: no host")
+    if port is None:
+        if not scheme:
+            raise RouteError(f"upstream {original!r}: no port (use host:port)")
+        port = _DEFAULT_PORTS[scheme]
+    if port == 0:
+        raise RouteError(f"upstream {original!r}: port 0 is not a port")
+    if parts.netloc.startswith("["):
+        ip = _parse_ip(hostname)
+        if ip is None or ":" not in ip:
+            raise RouteError(f"upstream {original!r}: invalid IPv6 address")
+        host = ip
+    else:
+        ip = _parse_ip(hostname)
+        host = ip if ip is not None else _check_dns_name(
+            hostname.rstrip("."), f"host in upstream {original!r}:"
+        )
+    path = parts.path
+    if any(c <= " " or c == "\x7f" for c in path):
+        raise RouteError(f"upstream {original!r}: the path must be percent-encoded")
+    try:
+        base_path = path.encode("ascii")
+    except UnicodeEncodeError:
+        raise RouteError(
+            f"upstream {original!r}: the path must be percent-encoded"
+        ) from None
+    return Upstream(
+        scheme=scheme or "http",
+        host=host,
+        port=port,
+        base_path=b"" if base_path == b"/" else base_path,
+        weight=weight,
+    )
+
+
+def parse_host_pattern(text: str) -> str:
+    """
+    Validate and normalize a host pattern for a route: an exact host name or
+    IP address, a C{*.suffix} wildcard, or C{*} for the default route.  The
+    result is lower-cased and has no trailing dot.
+
+    @raise RouteError: if C{text} is not a host pattern.
+    """
+    host = text.strip().lower()
+    if host == "*":
+        return host
+    if host.endswith("."):
+        host = host[:-1]
+    if not host:
+        raise RouteError(f"empty host in route {text!r}")
+    if host.startswith("["):
+        ip = _parse_ip(host[1:-1]) if host.endswith("]") else None
+        if ip is None or ":" not in ip:
+            raise RouteError(f"invalid host {text!r}")
+        return f"[{ip}]"
+    if _parse_ip(host) is not None:
+        return host
+    if ":" in host:
+        raise RouteError(f"host {text!r}: a route host has no port")
+    if host.startswith("*."):
+        _check_dns_name(host[2:], "host")
+        return host
+    return _check_dns_name(host, "host")
+
+
+def parse_route(text: str) -> tuple[str, tuple[Upstream, ...]]:
+    """
+    Parse C{HOST=UPSTREAM[,UPSTREAM...]}, the form of C{--route}.
+
+    @raise RouteError: if C{text} does not have that form or a part of it
+        does not parse.
+    """
+    host, sep, rest = text.partition("=")
+    if not sep or not host.strip() or not rest.strip():
+        raise RouteError(
+            f"route {text!r} is not HOST=UPSTREAM[,UPSTREAM...]"
+        )
+    pattern = parse_host_pattern(host)
+    upstreams = tuple(parse_upstream(u) for u in rest.split(","))
+    _check_unique(upstreams, pattern)
+    return pattern, upstreams
+
+
+def _check_unique(upstreams: Sequence[Upstream], host: str) -> None:
+    seen: set[Upstream] = set()
+    for u in upstreams:
+        if u in seen:
+            raise RouteError(f"route for {host!r}: upstream {u} is listed twice")
+        seen.add(u)
+
+
+def normalize_request_host(raw: bytes) -> bytes:
+    """
+    Normalize the value of a request's Host header for matching: lower-cased,
+    without the port and without a trailing dot.  An IPv6 literal keeps its
+    brackets.
+    """
+    host = raw.strip().lower()
+    if host.startswith(b"["):
+        end = host.find(b"]")
+        return host[: end + 1] if end > 0 else host
+    colon = host.rfind(b":")
+    if colon >= 0:
+        host = host[:colon]
+    if host.endswith(b"."):
+        host = host[:-1]
+    return host
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class HostRoute:
+    """
+    The upstreams of one host pattern, with the balancer that spreads
+    requests over them.
+    """
+
+    host: str
+    upstreams: tuple[Upstream, ...]
+    balancer: Balancer
+
+    def __post_init__(self) -> None:
+        if not self.upstreams:
+            raise RouteError(f"route for {self.host!r} has no upstream")
+
+    def pick(self) -> Upstream:
+        """
+        Choose the upstream for the next request.
+        """
+        return self.balancer.pick(self.upstreams)
+
+    def same_upstreams(self, other: Sequence[Upstream]) -> bool:
+        """
+        Whether C{other} lists the same upstreams, weights included, in the
+        same order.
+        """
+        return len(other) == len(self.upstreams) and all(
+            a == b and a.weight == b.weight for a, b in zip(self.upstreams, other)
+        )
+
+
+BalancerFactory = Callable[[], Balancer]
+
+
+class RouteTable:
+    """
+    An immutable mapping of host patterns to L{HostRoute}s, with the lookup
+    that the proxy does for every request.
+
+    Tables are never changed in place: L{RouteTable.with_changes} returns a
+    new table, reusing the L{HostRoute} (and so the balancer state) of every
+    host that did not change.
+    """
+
+    __slots__ = ("_routes", "_exact", "_wildcards", "_default")
+
+    def __init__(self, routes: Iterable[HostRoute] = ()) -> None:
+        self._routes: dict[str, HostRoute] = {r.host: r for r in routes}
+        exact: dict[bytes, HostRoute] = {}
+        wildcards: dict[bytes, HostRoute] = {}
+        for host, route in self._routes.items():
+            if host == "*":
+                continue
+            if host.startswith("*."):
+                # Keyed by the suffix with its leading dot: ".example.com".
+                wildcards[host[1:].encode("ascii")] = route
+            else:
+                exact[host.encode("ascii")] = route
+        self._exact = exact
+        self._wildcards = wildcards
+        self._default = self._routes.get("*")
+
+    @classmethod
+    def from_mapping(
+        cls,
+        routes: Mapping[str, Sequence[Upstream]],
+        balancer: BalancerFactory = RoundRobin,
+    ) -> RouteTable:
+        """
+        Build a table from host patterns (already validated) and their
+        upstreams, giving each host a new balancer from C{balancer}.
+        """
+        return cls(
+            HostRoute(host, tuple(ups), balancer()) for host, ups in routes.items()
+        )
+
+    def with_changes(
+        self,
+        changes: Mapping[str, Sequence[Upstream] | None],
+        balancer: BalancerFactory = RoundRobin,
+    ) -> RouteTable:
+        """
+        Return a new table with the hosts in C{changes} replaced: a host
+        mapped to upstreams gets them (keeping its balancer if they did not
+        change), a host mapped to L{None} or to no upstream is removed.
+        """
+        routes = dict(self._routes)
+        for host, ups in changes.items():
+            if not ups:
+                routes.pop(host, None)
+                continue
+            old = routes.get(host)
+            if old is not None and old.same_upstreams(ups):
+                continue
+            routes[host] = HostRoute(host, tuple(ups), balancer())
+        return RouteTable(routes.values())
+
+    def lookup(self, host: bytes) -> HostRoute | None:
+        """
+        Find the route for a normalized request host: the exact host first,
+        then the longest matching C{*.suffix} wildcard, then the C{*}
+        default route.
+        """
+        route = self._exact.get(host)
+        if route is not None:
+            return route
+        if self._wildcards:
+            dot = host.find(b".")
+            while dot >= 0:
+                route = self._wildcards.get(host[dot:])
+                if route is not None:
+                    return route
+                dot = host.find(b".", dot + 1)
+        return self._default
+
+    @property
+    def routes(self) -> Mapping[str, HostRoute]:
+        """
+        Every route, by host pattern.
+        """
+        return self._routes
+
+    def __len__(self) -> int:
+        return len(self._routes)
+
+    def __repr__(self) -> str:
+        return f"<RouteTable with {len(self._routes)} hosts>"
