@@ -1,0 +1,238 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+The composition root: command-line options and the service tree that
+C{twistd revproxy} runs.
+
+This is the only module that touches the global reactor, and only when
+L{makeService} is not given one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application import strports
+from twisted.application.service import IService, MultiService
+from twisted.internet.endpoints import serverFromString
+from twisted.python import usage
+from twisted.web.server import Site
+
+from revproxy.accesslog import AccessLogger
+from revproxy.balancing import POLICIES, policy_factory
+from revproxy.drain import DrainService
+from revproxy.proxy import RoutingProxyResource
+from revproxy.resolver import RouteResolver
+from revproxy.routes import RouteError, RouteTable, Upstream, parse_route, parse_upstream
+from revproxy.upstream import UpstreamPool
+
+__all__ = ["Options", "makeService", "ProxySite"]
+
+DEFAULT_LISTEN = "tcp:8080"
+
+
+def _seconds(option: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise usage.UsageError(f"{option}: {text!r} is not a number of seconds")
+    if not value > 0 or value != value or value == float("inf"):
+        raise usage.UsageError(f"{option}: must be a positive number of seconds")
+    return value
+
+
+def _count(option: str, text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise usage.UsageError(f"{option}: {text!r} is not a whole number")
+    if value < 0:
+        raise usage.UsageError(f"{option}: must not be negative")
+    return value
+
+
+class _NoReactor:
+    """
+    Stands in for a reactor while listen descriptions are checked: parsing
+    an endpoint does not use it.
+    """
+
+
+def parse_etcd_endpoints(text: str) -> list[str]:
+    """
+    Validate C{--etcd}: a comma-separated list of C{http(s)://host:port}
+    URLs (C{host:port} means C{http://host:port}).
+
+    @raise usage.UsageError: naming the bad endpoint.
+    """
+    urls = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            upstream = parse_upstream(part)
+        except RouteError as e:
+            raise usage.UsageError(f"--etcd: {e}".replace("upstream", "endpoint"))
+        if upstream.base_path:
+            raise usage.UsageError(f"--etcd: endpoint {part!r} must not have a path")
+        urls.append(f"{upstream.scheme}://{upstream.authority}")
+    return urls
+
+
+class Options(usage.Options):
+    """
+    C{twistd revproxy} options.
+    """
+
+    synopsis = "[options]"
+    longdesc = (
+        "A reverse proxy and HTTP load balancer. Routes requests by their Host "
+        "header to upstreams given with --route (or to one --upstream), "
+        "balancing over the upstreams of each host."
+    )
+
+    optFlags = [
+        ["no-access-log", None, "Do not log one line per request."],
+    ]
+
+    optParameters = [
+        ["balance", None, "round-robin", f"Balancing policy: {', '.join(POLICIES)}."],
+        ["upstream", None, None, "Single-host mode: send every request to URL."],
+        ["etcd", None, None, "etcd endpoints to load routes from: URL[,URL...]."],
+        ["prefix", None, "/hosts/", "etcd key prefix of the routes."],
+        ["connect-timeout", None, "5", "Seconds to connect to an upstream."],
+        ["timeout", None, "60", "Seconds to wait for an upstream's response headers."],
+        ["drain-timeout", None, "10", "Seconds to let requests finish on shutdown."],
+        ["idle-timeout", None, "60", "Seconds a client connection may idle between requests."],
+        ["pool-size", None, "64", "Idle connections kept per upstream."],
+        ["pool-idle-timeout", None, "60", "Seconds an idle upstream connection is kept."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+        self["route"] = []
+        self["routes"] = {}
+
+    def opt_port(self, port: str) -> None:
+        """
+        Listen on TCP port N (shorthand for --listen tcp:N).
+        """
+        if not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise usage.UsageError(f"--port: {port!r} is not a TCP port number")
+        self["listen"].append(f"tcp:{int(port)}")
+
+    opt_p = opt_port
+
+    def opt_listen(self, description: str) -> None:
+        """
+        Listen on a strports ENDPOINT (tcp:..., ssl:..., unix:...); repeatable.
+        """
+        try:
+            serverFromString(_NoReactor(), description)
+        except Exception as e:  # any parse error of any endpoint plugin
+            raise usage.UsageError(f"--listen: bad endpoint {description!r}: {e}")
+        self["listen"].append(description)
+
+    def opt_route(self, route: str) -> None:
+        """
+        A static route HOST=UPSTREAM[,UPSTREAM...]; repeatable.  HOST may be
+        *.suffix or * (the default route).
+        """
+        try:
+            host, upstreams = parse_route(route)
+        except RouteError as e:
+            raise usage.UsageError(f"--route: {e}")
+        if host in self["routes"]:
+            raise usage.UsageError(f"--route: host {host!r} is given twice")
+        self["routes"][host] = upstreams
+        self["route"].append(route)
+
+    def postOptions(self) -> None:
+        if self["balance"] not in POLICIES:
+            raise usage.UsageError(
+                f"--balance: unknown policy {self['balance']!r} "
+                f"(choose from {', '.join(POLICIES)})"
+            )
+        for name in ("connect-timeout", "timeout", "drain-timeout", "idle-timeout",
+                     "pool-idle-timeout"):
+            self[name] = _seconds(f"--{name}", self[name])
+        self["pool-size"] = _count("--pool-size", self["pool-size"])
+        if self["upstream"] is not None:
+            try:
+                upstream: Upstream = parse_upstream(self["upstream"])
+            except RouteError as e:
+                raise usage.UsageError(f"--upstream: {e}")
+            if self["routes"] or self["etcd"]:
+                raise usage.UsageError(
+                    "--upstream sends every request to one server: "
+                    "it cannot be combined with --route or --etcd"
+                )
+            self["routes"] = {"*": (upstream,)}
+        prefix = self["prefix"]
+        if not prefix.startswith("/"):
+            raise usage.UsageError(f"--prefix: {prefix!r} must start with /")
+        if not prefix.endswith("/"):
+            self["prefix"] = prefix + "/"
+        if self["etcd"] is not None:
+            self["etcd"] = parse_etcd_endpoints(self["etcd"])
+            raise usage.UsageError(
+                "--etcd: routes from etcd are not available in this version yet; "
+                "use --route or --upstream"
+            )
+        if not self["routes"]:
+            raise usage.UsageError("no routes: give --route HOST=UPSTREAM or --upstream URL")
+        if not self["listen"]:
+            self["listen"] = [DEFAULT_LISTEN]
+
+
+class ProxySite(Site):
+    """
+    The HTTP server of the proxy: no tracebacks to clients, no factory
+    chatter in the log.
+    """
+
+    noisy = False
+    displayTracebacks = False
+
+    def log(self, request: object) -> None:
+        """
+        Nothing: the proxy writes its own access log, with the upstream.
+        """
+
+
+def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IService:
+    """
+    Build the proxy's service tree: the route resolver, the upstream pool,
+    the drain and one listener per C{--listen}.
+    """
+    if reactor is None:
+        from twisted.internet import reactor as _reactor
+
+        reactor = _reactor
+    root = MultiService()
+    balancer = policy_factory(options["balance"])
+    resolver = RouteResolver(
+        RouteTable.from_mapping(options["routes"], balancer), balancer
+    )
+    resolver.setServiceParent(root)
+    pool = UpstreamPool(
+        reactor,
+        connectTimeout=options["connect-timeout"],
+        maxIdle=options["pool-size"],
+        idleTimeout=options["pool-idle-timeout"],
+    )
+    pool.setServiceParent(root)
+    resource = RoutingProxyResource(
+        resolver,
+        pool,
+        reactor,
+        responseTimeout=options["timeout"],
+        accessLog=None if options["no-access-log"] else AccessLogger(reactor),
+    )
+    site = ProxySite(resource, reactor=reactor)
+    site.timeOut = options["idle-timeout"]
+    DrainService(resource, reactor, options["drain-timeout"]).setServiceParent(root)
+    for description in options["listen"]:
+        listener = strports.service(description, site, reactor=reactor)
+        listener.setName(f"listen {description}")
+        listener.setServiceParent(root)
+    return root
