@@ -1,0 +1,394 @@
+"""
+Real loopback upstream servers for the integration tests.
+
+An L{UpstreamServer} listens on 127.0.0.1 port 0 and speaks just enough
+HTTP/1.1, parsed by hand so that the tests see exactly what the proxy sent
+(raw header lines, repetitions, framing).  What it answers is decided by a
+handler, a function C{(connection, request) -> None} that must eventually
+call one of the connection's C{respond*} methods (or close it); the module
+offers the handlers the tests need: L{echo}, L{sized}, L{generated},
+L{delayed}, L{chunked}, L{raw} (malformed responses).  The server counts
+the TCP connections it accepts and loses, so tests can check pooling and
+cancellation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from twisted.internet import reactor as _globalReactor
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.interfaces import IListeningPort, IPullProducer
+from twisted.internet.protocol import Factory, Protocol
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+__all__ = [
+    "UpstreamRequest",
+    "UpstreamConnection",
+    "UpstreamServer",
+    "Handler",
+    "echo",
+    "sized",
+    "generated",
+    "delayed",
+    "chunked",
+    "raw",
+    "closeWhenIdle",
+]
+
+
+@dataclass
+class UpstreamRequest:
+    """
+    One request as the upstream received it.
+
+    @ivar headers: the header lines in order, names as sent.
+    """
+
+    method: bytes
+    target: bytes
+    version: bytes
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    rawHead: bytes
+
+    def header(self, name: bytes) -> list[bytes]:
+        """
+        Every value of the header C{name} (case-insensitive), in order.
+        """
+        lname = name.lower()
+        return [v for n, v in self.headers if n.lower() == lname]
+
+
+Handler = Callable[["UpstreamConnection", UpstreamRequest], None]
+
+
+class _BadRequest(Exception):
+    pass
+
+
+class UpstreamConnection(Protocol):
+    """
+    One accepted connection: parses requests one at a time and hands each to
+    the server's handler.
+    """
+
+    def __init__(self, server: UpstreamServer) -> None:
+        self.server = server
+        self._buffer = b""
+        self._busy = False
+        self.requests: list[UpstreamRequest] = []
+        self.lost: Deferred[None] = Deferred()
+        self.closeAfterResponse = False
+
+    def connectionMade(self) -> None:
+        self.server.accepted += 1
+        self.server.connections.append(self)
+        if self.server.closeOnAccept:
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self.server.lostCount += 1
+        if self in self.server.connections:
+            self.server.connections.remove(self)
+        self.lost.callback(None)
+
+    def dataReceived(self, data: bytes) -> None:
+        self._buffer += data
+        self._next()
+
+    def _next(self) -> None:
+        if self._busy or self.transport is None or not self.transport.connected:
+            return
+        try:
+            request = self._parse()
+        except _BadRequest:
+            self.transport.abortConnection()
+            return
+        if request is None:
+            return
+        self._busy = True
+        self.requests.append(request)
+        self.server.requests.append(request)
+        self.server.handler(self, request)
+
+    def _parse(self) -> UpstreamRequest | None:
+        buf = self._buffer
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            return None
+        head = buf[:end]
+        lines = head.split(b"\r\n")
+        parts = lines[0].split(b" ")
+        if len(parts) != 3:
+            raise _BadRequest()
+        headers = []
+        for line in lines[1:]:
+            name, sep, value = line.partition(b":")
+            if not sep:
+                raise _BadRequest()
+            headers.append((name, value.strip()))
+        request = UpstreamRequest(parts[0], parts[1], parts[2], headers, b"", head)
+        rest = buf[end + 4 :]
+        te = request.header(b"transfer-encoding")
+        cl = request.header(b"content-length")
+        if te:
+            body = b""
+            while True:
+                eol = rest.find(b"\r\n")
+                if eol < 0:
+                    return None
+                size = int(rest[:eol].split(b";")[0], 16)
+                if len(rest) < eol + 2 + size + 2:
+                    return None
+                body += rest[eol + 2 : eol + 2 + size]
+                rest = rest[eol + 2 + size + 2 :]
+                if size == 0:
+                    break
+        elif cl:
+            n = int(cl[0])
+            if len(rest) < n:
+                return None
+            body, rest = rest[:n], rest[n:]
+        else:
+            body = b""
+        request.body = body
+        self._buffer = rest
+        return request
+
+    # -- answering ---------------------------------------------------------
+
+    def respondHead(self, code: int, headers: list[tuple[bytes, bytes]]) -> None:
+        """
+        Write a status line and headers (no framing added).
+        """
+        lines = [b"HTTP/1.1 %d %s\r\n" % (code, b"OK" if code == 200 else b"Status")]
+        lines += [n + b": " + v + b"\r\n" for n, v in headers]
+        self.transport.write(b"".join(lines) + b"\r\n")
+
+    def respond(
+        self,
+        code: int = 200,
+        body: bytes = b"",
+        headers: list[tuple[bytes, bytes]] | None = None,
+        contentLength: bool = True,
+    ) -> None:
+        """
+        Write a complete response with a Content-Length.
+        """
+        headers = list(headers or [])
+        if contentLength:
+            headers.append((b"Content-Length", b"%d" % len(body)))
+        self.respondHead(code, headers)
+        if body:
+            self.transport.write(body)
+        self.done()
+
+    def done(self) -> None:
+        """
+        The response is complete: close or read the next request.
+        """
+        self._busy = False
+        if self.closeAfterResponse:
+            self.transport.loseConnection()
+            return
+        self.server.reactor.callLater(0, self._next)
+
+
+@implementer(IListeningPort)
+class _Nothing:
+    pass
+
+
+class UpstreamServer:
+    """
+    A test upstream on 127.0.0.1, port 0.
+
+    @ivar accepted: how many TCP connections it accepted.
+    @ivar lostCount: how many of them have been closed.
+    @ivar bytesWritten: body bytes written by L{generated}.
+    """
+
+    def __init__(
+        self, handler: Handler | None = None, closeOnAccept: bool = False, reactor=None
+    ) -> None:
+        self.handler = handler or echo
+        self.closeOnAccept = closeOnAccept
+        self.reactor = reactor if reactor is not None else _globalReactor
+        self.accepted = 0
+        self.lostCount = 0
+        self.bytesWritten = 0
+        self.connections: list[UpstreamConnection] = []
+        self.requests: list[UpstreamRequest] = []
+        self._port: IListeningPort | None = None
+        self.port = 0
+
+    async def start(self) -> UpstreamServer:
+        factory = Factory.forProtocol(lambda: UpstreamConnection(self))
+        factory.noisy = False
+        endpoint = TCP4ServerEndpoint(self.reactor, 0, interface="127.0.0.1")
+        self._port = await endpoint.listen(factory)
+        self.port = self._port.getHost().port
+        return self
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def stop(self) -> None:
+        """
+        Stop listening and abort every open connection.
+        """
+        if self._port is not None:
+            await self._port.stopListening()
+            self._port = None
+        conns = list(self.connections)
+        for c in conns:
+            c.transport.abortConnection()
+        for c in conns:
+            await c.lost
+
+
+# -- handlers ---------------------------------------------------------------
+
+
+def echo(conn: UpstreamConnection, request: UpstreamRequest) -> None:
+    """
+    Answer 200 with the request as JSON: method, target, headers (in order),
+    the body (latin-1), its length and SHA-256, and which connection (by
+    the server's accept count) carried it.
+    """
+    body = json.dumps(
+        {
+            "method": request.method.decode("latin-1"),
+            "target": request.target.decode("latin-1"),
+            "version": request.version.decode("latin-1"),
+            "headers": [
+                [n.decode("latin-1"), v.decode("latin-1")] for n, v in request.headers
+            ],
+            "body": request.body.decode("latin-1") if len(request.body) < 4096 else None,
+            "bodyLength": len(request.body),
+            "bodySha256": hashlib.sha256(request.body).hexdigest(),
+            "port": conn.server.port,
+        }
+    ).encode("utf-8")
+    conn.respond(200, body, [(b"Content-Type", b"application/json")])
+
+
+def sized(size: int, extra: list[tuple[bytes, bytes]] | None = None) -> Handler:
+    """
+    Answer 200 with a body of C{size} bytes and a Content-Length.
+    """
+
+    def handle(conn: UpstreamConnection, request: UpstreamRequest) -> None:
+        conn.respond(200, b"x" * size, extra)
+
+    return handle
+
+
+@implementer(IPullProducer)
+class _Generator:
+    """
+    Writes a generated body, one piece each time the transport asks.
+    """
+
+    PIECE = b"abcdefgh" * 8192  # 64 KiB
+
+    def __init__(self, conn: UpstreamConnection, total: int) -> None:
+        self._conn = conn
+        self._left = total
+
+    def resumeProducing(self) -> None:
+        conn = self._conn
+        if self._left <= 0 or conn.transport is None:
+            return
+        piece = self.PIECE if self._left >= len(self.PIECE) else self.PIECE[: self._left]
+        self._left -= len(piece)
+        conn.server.bytesWritten += len(piece)
+        conn.transport.write(piece)
+        if self._left <= 0:
+            conn.transport.unregisterProducer()
+            conn.done()
+
+    def stopProducing(self) -> None:
+        self._left = 0
+
+
+def generated(total: int = 1 << 30) -> Handler:
+    """
+    Answer 200 with a C{total}-byte body (1 GiB by default) written by a
+    pull producer, so that it is only written as fast as it is read.
+    """
+
+    def handle(conn: UpstreamConnection, request: UpstreamRequest) -> None:
+        conn.respondHead(200, [(b"Content-Length", b"%d" % total)])
+        conn.transport.registerProducer(_Generator(conn, total), False)
+
+    return handle
+
+
+def delayed(seconds: float, then: Handler = echo) -> Handler:
+    """
+    Wait C{seconds} before answering as C{then} does (unless the connection
+    is gone by then).
+    """
+
+    def handle(conn: UpstreamConnection, request: UpstreamRequest) -> None:
+        def later() -> None:
+            if conn.transport is not None and conn.transport.connected:
+                then(conn, request)
+
+        conn.server.reactor.callLater(seconds, later)
+
+    return handle
+
+
+def chunked(
+    pieces: list[bytes], extra: list[tuple[bytes, bytes]] | None = None
+) -> Handler:
+    """
+    Answer 200 with C{Transfer-Encoding: chunked}, one chunk per piece.
+    """
+
+    def handle(conn: UpstreamConnection, request: UpstreamRequest) -> None:
+        conn.respondHead(200, [(b"Transfer-Encoding", b"chunked")] + list(extra or []))
+        out = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces if p)
+        conn.transport.write(out + b"0\r\n\r\n")
+        conn.done()
+
+    return handle
+
+
+def raw(data: bytes, close: bool = True) -> Handler:
+    """
+    Answer with C{data} as it is (a malformed response, say), then close.
+    """
+
+    def handle(conn: UpstreamConnection, request: UpstreamRequest) -> None:
+        conn.transport.write(data)
+        if close:
+            conn.transport.loseConnection()
+
+    return handle
+
+
+def closeWhenIdle(answered: int = 1, then: Handler = echo) -> Handler:
+    """
+    Answer the first C{answered} requests of each connection as C{then}
+    does; close the connection, without an answer, when a later request
+    arrives on it (what a server whose keep-alive timeout expires does when
+    the request crosses its close).
+    """
+
+    def handle(conn: UpstreamConnection, request: UpstreamRequest) -> None:
+        if len(conn.requests) > answered:
+            conn.transport.loseConnection()
+            return
+        then(conn, request)
+
+    return handle
