@@ -1,0 +1,176 @@
+"""
+Tests for L{revproxy.tap}: command-line options, the service tree, and the
+twistd plugin.
+"""
+
+from __future__ import annotations
+
+from twisted.application.service import IServiceMaker, MultiService
+from twisted.internet.testing import MemoryReactorClock
+from twisted.plugin import getPlugins
+from twisted.python.usage import UsageError
+from twisted.trial.unittest import SynchronousTestCase
+
+from revproxy.balancing import RandomChoice, RoundRobin
+from revproxy.resolver import RouteResolver
+from revproxy.routes import Upstream
+from revproxy.tap import Options, makeService
+
+
+def _parse(*argv: str) -> Options:
+    options = Options()
+    options.parseOptions(list(argv))
+    return options
+
+
+class OptionsTests(SynchronousTestCase):
+    def test_port(self) -> None:
+        """
+        --port N listens on tcp:N; --listen adds strports descriptions.
+        """
+        o = _parse("--port", "3000", "--listen", "unix:/tmp/rp.sock", "--route", "a=h:1")
+        self.assertEqual(o["listen"], ["tcp:3000", "unix:/tmp/rp.sock"])
+
+    def test_defaultListen(self) -> None:
+        """
+        Without --port or --listen the proxy listens on tcp:8080.
+        """
+        self.assertEqual(_parse("--route", "a=h:1")["listen"], ["tcp:8080"])
+
+    def test_routes(self) -> None:
+        """
+        Repeated --route options build the static route map.
+        """
+        o = _parse("--route", "A.com=h:1,h:2", "--route", "*.b.com=http://h:3/x")
+        self.assertEqual(
+            o["routes"],
+            {
+                "a.com": (Upstream("http", "h", 1), Upstream("http", "h", 2)),
+                "*.b.com": (Upstream("http", "h", 3, b"/x"),),
+            },
+        )
+
+    def test_upstream(self) -> None:
+        """
+        --upstream is a default route for every host.
+        """
+        o = _parse("--upstream", "http://h:1/base/")
+        self.assertEqual(o["routes"], {"*": (Upstream("http", "h", 1, b"/base/"),)})
+
+    def test_defaults(self) -> None:
+        """
+        Timeouts and policy have their documented defaults.
+        """
+        o = _parse("--route", "a=h:1")
+        self.assertEqual(o["balance"], "round-robin")
+        self.assertEqual(o["connect-timeout"], 5.0)
+        self.assertEqual(o["timeout"], 60.0)
+        self.assertEqual(o["drain-timeout"], 10.0)
+        self.assertEqual(o["prefix"], "/hosts/")
+
+    def test_badValues(self) -> None:
+        """
+        Bad values raise UsageError naming the option, in one line.
+        """
+        cases = [
+            (["--port", "notaport"], "--port"),
+            (["--port", "70000"], "--port"),
+            (["--route", "nonsense"], "--route"),
+            (["--route", "a=ftp://x"], "--route"),
+            (["--upstream", "ftp://x"], "--upstream"),
+            (["--route", "a=h:1", "--balance", "sideways"], "--balance"),
+            (["--route", "a=h:1", "--timeout", "soon"], "--timeout"),
+            (["--route", "a=h:1", "--connect-timeout", "-1"], "--connect-timeout"),
+            (["--route", "a=h:1", "--drain-timeout", "nan"], "--drain-timeout"),
+            (["--route", "a=h:1", "--pool-size", "many"], "--pool-size"),
+            (["--route", "a=h:1", "--listen", "bogus:1"], "--listen"),
+            (["--route", "a=h:1", "--listen", "tcp:notaport"], "--listen"),
+            (["--route", "a=h:1", "--route", "A=h:2"], "--route"),
+            (["--upstream", "h:1", "--route", "a=h:1"], "--upstream"),
+            (["--etcd", "ftp://x"], "--etcd"),
+            (["--route", "a=h:1", "--prefix", "hosts"], "--prefix"),
+            ([], "--route"),
+        ]
+        for argv, option in cases:
+            with self.assertRaises(UsageError, msg=argv) as cm:
+                _parse(*argv)
+            message = str(cm.exception)
+            self.assertIn(option, message, argv)
+            self.assertNotIn("\n", message, argv)
+
+    def test_etcdValidated(self) -> None:
+        """
+        --etcd endpoints are validated; until the etcd source exists a valid
+        value is refused with a clear message instead of serving 503s.
+        """
+        with self.assertRaises(UsageError) as cm:
+            _parse("--etcd", "http://127.0.0.1:2379,127.0.0.1:22379")
+        self.assertIn("not available", str(cm.exception))
+
+    def test_prefixSlash(self) -> None:
+        """
+        A prefix without a trailing slash gets one.
+        """
+        self.assertEqual(_parse("--route", "a=h:1", "--prefix", "/r")["prefix"], "/r/")
+
+
+class MakeServiceTests(SynchronousTestCase):
+    def _service(self, *argv: str) -> tuple[MultiService, MemoryReactorClock]:
+        reactor = MemoryReactorClock()
+        service = makeService(_parse(*argv), reactor=reactor)
+        return service, reactor  # type: ignore[return-value]
+
+    def test_tree(self) -> None:
+        """
+        The service tree holds the resolver, the pool, the drain and one
+        listener per --listen, each named.
+        """
+        service, reactor = self._service(
+            "--port", "3000", "--listen", "tcp:3001", "--route", "a=h:1"
+        )
+        self.assertIsInstance(service, MultiService)
+        names = [s.name for s in service]
+        self.assertEqual(
+            names,
+            ["route-resolver", "upstream-pool", "drain", "listen tcp:3000", "listen tcp:3001"],
+        )
+        resolver = service.getServiceNamed("route-resolver")
+        self.assertIsInstance(resolver, RouteResolver)
+        self.assertEqual(sorted(resolver.table.routes), ["a"])  # type: ignore[union-attr]
+
+    def test_listensOnInjectedReactor(self) -> None:
+        """
+        Starting the tree listens on the given reactor, not the global one;
+        stopping it stops listening and leaves no timer.
+        """
+        service, reactor = self._service("--port", "3000", "--route", "a=h:1")
+        service.startService()
+        self.assertEqual([p[0] for p in reactor.tcpServers], [3000])
+        d = service.stopService()
+        self.successResultOf(d)
+        self.assertEqual(reactor.getDelayedCalls(), [])
+
+    def test_balance(self) -> None:
+        """
+        --balance picks the policy of every host's balancer.
+        """
+        for name, cls in [("round-robin", RoundRobin), ("random", RandomChoice)]:
+            service, _ = self._service("--route", "a=h:1", "--balance", name)
+            table = service.getServiceNamed("route-resolver").table  # type: ignore[attr-defined]
+            self.assertIsInstance(table.routes["a"].balancer, cls)
+
+
+class PluginTests(SynchronousTestCase):
+    def test_listed(self) -> None:
+        """
+        twistd finds the revproxy plugin.
+        """
+        names = [p.tapname for p in getPlugins(IServiceMaker)]
+        self.assertIn("revproxy", names)
+
+    def test_pluginUsesTap(self) -> None:
+        """
+        The plugin's options are L{revproxy.tap.Options}.
+        """
+        [plugin] = [p for p in getPlugins(IServiceMaker) if p.tapname == "revproxy"]
+        self.assertIs(plugin.options, Options)
