@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.application import strports
 from twisted.application.service import IService, MultiService
+from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.python import usage
 from twisted.web.server import Site
 
@@ -184,6 +185,25 @@ class Options(usage.Options):
             self["listen"] = [DEFAULT_LISTEN]
 
 
+class Listener(StreamServerEndpointService):
+    """
+    A listening port that, when it cannot be bound, stops start-up with a
+    one-line message and exit status 1 instead of a traceback.
+    """
+
+    def __init__(self, description: str, site: Site, reactor: Any) -> None:
+        super().__init__(serverFromString(reactor, description), site)
+        self._raiseSynchronously = True
+        self.description = description
+        self.setName(f"listen {description}")
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            raise SystemExit(f"revproxy: cannot listen on {self.description}: {e}")
+
+
 class ProxySite(Site):
     """
     The HTTP server of the proxy: no tracebacks to clients, no factory
@@ -232,7 +252,5 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
     site.timeOut = options["idle-timeout"]
     DrainService(resource, reactor, options["drain-timeout"]).setServiceParent(root)
     for description in options["listen"]:
-        listener = strports.service(description, site, reactor=reactor)
-        listener.setName(f"listen {description}")
-        listener.setServiceParent(root)
+        Listener(description, site, reactor).setServiceParent(root)
     return root

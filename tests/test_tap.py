@@ -6,6 +6,7 @@ twistd plugin.
 from __future__ import annotations
 
 from twisted.application.service import IServiceMaker, MultiService
+from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock
 from twisted.plugin import getPlugins
 from twisted.python.usage import UsageError
@@ -149,6 +150,24 @@ class MakeServiceTests(SynchronousTestCase):
         d = service.stopService()
         self.successResultOf(d)
         self.assertEqual(reactor.getDelayedCalls(), [])
+
+    def test_cannotListen(self) -> None:
+        """
+        A port that cannot be bound stops start-up with a one-line message
+        naming the listen description, and exit status 1.
+        """
+
+        class BusyReactor(MemoryReactorClock):
+            def listenTCP(self, port, factory, backlog=50, interface=""):  # type: ignore[no-untyped-def]
+                raise CannotListenError(interface, port, OSError(98, "Address already in use"))
+
+        service = makeService(_parse("--port", "3000", "--route", "a=h:1"), reactor=BusyReactor())
+        with self.assertRaises(SystemExit) as cm:
+            service.privilegedStartService()
+        message = str(cm.exception.code)
+        self.assertIn("cannot listen on tcp:3000", message)
+        self.assertIn("Address already in use", message)
+        self.assertNotIn("\n", message)
 
     def test_balance(self) -> None:
         """
