@@ -1,0 +1,506 @@
+"""
+The benchmark harness: measures, in one run on loopback, a fast upstream
+directly, nginx as a reverse proxy in front of it, and revproxy in front of
+it, interleaved over several runs, and reports medians as a table and JSON.
+
+    python bench/run.py                   # 3 runs of 10 s per load scenario
+    python bench/run.py --smoke           # under a minute; what CI runs
+    python bench/run.py --proxy-cmd "python bench/standin_proxy.py --port {port} --route {route}"
+
+See bench/README.rst for how to read the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import clients  # noqa: E402
+import nginx  # noqa: E402
+import wrk  # noqa: E402
+from processes import (  # noqa: E402
+    Child,
+    CpuPlan,
+    Supervisor,
+    cpuSeconds,
+    freePort,
+    memoryKiB,
+    raiseFileLimit,
+    waitListening,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "bench"
+HOST = "bench.local"
+TARGETS = ("direct", "nginx", "revproxy")
+# `python -m twisted.scripts.twistd` does nothing (the module has no main
+# guard), hence run() from -c; cwd is the repository, so the in-tree plugin
+# is found.
+REVPROXY_CMD = (
+    f"{shlex.quote(sys.executable)} -c 'from twisted.scripts.twistd import run; run()' "
+    "-n --pidfile= revproxy --port {port} --route {route} --no-access-log"
+)
+STANDIN_CMD = f"{shlex.quote(sys.executable)} bench/standin_proxy.py --port {{port}} --route {{route}}"
+SLOW_READER_CAP_KIB = 3 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """
+    One kind of traffic: C{load} is wrk at fixed concurrency, C{idle} holds
+    idle keep-alive connections, C{slow} is one client that does not read.
+    """
+
+    name: str
+    kind: str
+    path: str
+    connections: int = 0
+    script: str | None = None
+
+
+SCENARIOS = (
+    Scenario("get-1k", "load", "/1k", 50),
+    Scenario("get-1m", "load", "/1m", 10),
+    Scenario("post-1m", "load", "/post", 10, "post-1m.lua"),
+    Scenario("idle-1k", "idle", "/1k"),
+    Scenario("slow-reader", "slow", "/1g"),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """
+    How long and how hard to measure.
+    """
+
+    runs: int
+    duration: float
+    warmup: float
+    idleConnections: int
+    slowSeconds: float
+    proxyCommand: str
+
+
+@dataclass
+class Upstream:
+    """
+    The upstream server both proxies forward to.
+    """
+
+    kind: str
+    ports: tuple[int, int]
+    statusPort: int
+    child: Child
+
+    def accepts(self) -> int:
+        return nginx.acceptedConnections(self.statusPort)
+
+
+class Bench:
+    """
+    Owns the work directory, the children and the measurements of one
+    invocation.
+    """
+
+    def __init__(self, settings: Settings, workdir: Path, cpus: CpuPlan, useNginx: bool) -> None:
+        self.settings = settings
+        self.workdir = workdir
+        self.cpus = cpus
+        self.nginx = nginx.nginxPath() if useNginx else None
+        fileLimit = raiseFileLimit(max(4096, 2 * settings.idleConnections + 1024))
+        self.supervisor = Supervisor(workdir, fileLimit)
+        self.upstream = self._startUpstream()
+
+    def _startUpstream(self) -> Upstream:
+        ports = (freePort(), freePort())
+        status = freePort()
+        pin = self.cpus.prefix(self.cpus.load)
+        if self.nginx is not None:
+            conf = nginx.upstreamConfig(self.workdir, ports, status)
+            child = self.supervisor.start("upstream", pin + nginx.argv(self.nginx, self.workdir, conf))
+            kind = f"nginx ({self.nginx}, one process)"
+        else:
+            argv = [sys.executable, str(BENCH / "builtin_upstream.py"), *map(str, (*ports, status))]
+            child = self.supervisor.start("upstream", pin + argv)
+            kind = "built-in asyncio server (nginx missing): direct figures are its own"
+        for port in (*ports, status):
+            waitListening(child, port)
+        return Upstream(kind, ports, status, child)
+
+    @property
+    def route(self) -> str:
+        return f"{HOST}=" + ",".join(f"127.0.0.1:{p}" for p in self.upstream.ports)
+
+    @contextmanager
+    def target(self, name: str) -> Iterator[tuple[int, Child]]:
+        """
+        Yield (port, process) of a freshly started target, stopped after; the
+        upstream itself for C{direct}.
+        """
+        if name == "direct":
+            yield self.upstream.ports[0], self.upstream.child
+            return
+        port = freePort()
+        pin = self.cpus.prefix(self.cpus.proxy)
+        if name == "nginx":
+            assert self.nginx is not None
+            conf = nginx.proxyConfig(self.workdir, port, self.upstream.ports)
+            argv = pin + nginx.argv(self.nginx, self.workdir, conf)
+        else:
+            command = self.settings.proxyCommand.format(port=port, route=self.route)
+            argv = pin + shlex.split(command)
+        child = self.supervisor.start(name, argv, cwd=REPO)
+        try:
+            waitListening(child, port, ready=lambda: _answers(port))
+            yield port, child
+        finally:
+            self.supervisor.stop(child)
+
+    def measure(self, scenario: Scenario, target: str) -> dict[str, Any]:
+        """
+        One measurement of one target under one scenario.
+        """
+        with self.target(target) as (port, child):
+            if scenario.kind == "load":
+                return self._load(scenario, port, child)
+            if scenario.kind == "idle":
+                return self._idle(scenario, port, child)
+            return self._slow(scenario, port, child)
+
+    def _load(self, scenario: Scenario, port: int, child: Child) -> dict[str, Any]:
+        url = f"http://127.0.0.1:{port}{scenario.path}"
+        script = BENCH / scenario.script if scenario.script else None
+        pin = self.cpus.prefix(self.cpus.load)
+        if self.settings.warmup > 0:
+            wrk.run(pin, url, scenario.connections, self.settings.warmup, HOST, script)
+        accepts = self.upstream.accepts()
+        cpu = cpuSeconds(child.pid)
+        result = wrk.run(pin, url, scenario.connections, self.settings.duration, HOST, script)
+        cpu = cpuSeconds(child.pid) - cpu
+        opened = self.upstream.accepts() - accepts - 1
+        peak, rss = memoryKiB(child.pid)
+        return {
+            "rps": result.requestsPerSecond,
+            "p50_ms": result.p50,
+            "p99_ms": result.p99,
+            "cpu_us_per_req": cpu * 1e6 / result.requests if result.requests else None,
+            "peak_rss_mib": peak / 1024,
+            "rss_end_mib": rss / 1024,
+            "upstream_conns": opened,
+            "errors": result.socketErrors + result.non2xx,
+            "requests": result.requests,
+        }
+
+    def _idle(self, scenario: Scenario, port: int, child: Child) -> dict[str, Any]:
+        before = memoryKiB(child.pid)[1]
+        during: list[int] = []
+        accepts = self.upstream.accepts()
+        result = clients.holdIdleConnections(
+            port,
+            HOST,
+            scenario.path,
+            self.settings.idleConnections,
+            settle=0.5,
+            measure=lambda: during.append(memoryKiB(child.pid)[1]),
+        )
+        opened = self.upstream.accepts() - accepts - 1
+        grown = during[0] - before
+        return {
+            "connections": result.opened,
+            "still_open": result.stillOpen,
+            "failed": result.failed,
+            "rss_before_mib": before / 1024,
+            "rss_idle_mib": during[0] / 1024,
+            "kib_per_conn": grown / result.opened if result.opened else None,
+            "upstream_conns": opened,
+        }
+
+    def _slow(self, scenario: Scenario, port: int, child: Child) -> dict[str, Any]:
+        result = clients.slowReader(
+            port,
+            HOST,
+            scenario.path,
+            self.settings.slowSeconds,
+            rssKiB=lambda: memoryKiB(child.pid)[1],
+            capKiB=SLOW_READER_CAP_KIB,
+        )
+        return {
+            "rss_before_mib": result.rssBeforeKiB / 1024,
+            "rss_peak_mib": result.rssPeakKiB / 1024,
+            "growth_mib": (result.rssPeakKiB - result.rssBeforeKiB) / 1024,
+            "bytes_read": result.bytesRead,
+            "capped": result.capped,
+        }
+
+
+def _answers(port: int) -> bool:
+    """
+    Whether a proxy on C{port} answers GET /1k for our host with 200.
+    """
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        connection.request("GET", "/1k", headers={"Host": HOST})
+        response = connection.getresponse()
+        response.read()
+        connection.close()
+        return response.status == 200
+    except (OSError, http.client.HTTPException):
+        return False
+
+
+def etcdScenarios(bench: Bench) -> list[dict[str, Any]]:
+    """
+    Hook for the scenarios that need etcd (route changes under load, watch
+    reconnects): they come with the etcd issue.
+    """
+    return []
+
+
+def revproxyPluginListed() -> bool:
+    """
+    Whether C{twistd revproxy} exists in this tree or environment.
+    """
+    code = (
+        "from twisted.plugin import getPlugins; "
+        "from twisted.application.service import IServiceMaker; "
+        "print(' '.join(p.tapname for p in getPlugins(IServiceMaker)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    return "revproxy" in done.stdout.split()
+
+
+# Reporting: (heading, key, format) per column, by scenario kind.
+COLUMNS: dict[str, list[tuple[str, str, str]]] = {
+    "load": [
+        ("req/s", "rps", "{:.0f}"),
+        ("spread", "spread_pct", "{:.0f}%"),
+        ("p50 ms", "p50_ms", "{:.2f}"),
+        ("p99 ms", "p99_ms", "{:.2f}"),
+        ("CPU us/req", "cpu_us_per_req", "{:.1f}"),
+        ("peak MiB", "peak_rss_mib", "{:.1f}"),
+        ("end MiB", "rss_end_mib", "{:.1f}"),
+        ("up conns", "upstream_conns", "{:.0f}"),
+        ("errors", "errors", "{:.0f}"),
+    ],
+    "idle": [
+        ("conns", "connections", "{:.0f}"),
+        ("open", "still_open", "{:.0f}"),
+        ("before MiB", "rss_before_mib", "{:.1f}"),
+        ("idle MiB", "rss_idle_mib", "{:.1f}"),
+        ("KiB/conn", "kib_per_conn", "{:.1f}"),
+        ("up conns", "upstream_conns", "{:.0f}"),
+    ],
+    "slow": [
+        ("before MiB", "rss_before_mib", "{:.1f}"),
+        ("peak MiB", "rss_peak_mib", "{:.1f}"),
+        ("growth MiB", "growth_mib", "{:.1f}"),
+        ("read KiB", "bytes_read", "{:.0f}"),
+        ("capped", "capped", "{}"),
+    ],
+}
+RATIO_KEYS = {
+    "load": ("rps", "p50_ms", "p99_ms", "cpu_us_per_req"),
+    "idle": ("kib_per_conn",),
+    "slow": ("growth_mib",),
+}
+
+
+def _median(values: list[Any]) -> Any:
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    if all(isinstance(v, bool) for v in present):
+        return any(present)
+    return statistics.median(present)
+
+
+def summarise(measurements: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """
+    Medians per scenario and target over the runs, with the req/s spread
+    ((max - min) / median) and a C{revproxy/nginx} row whose ratios are
+    computed within each run, then their median taken.
+    """
+    summary: dict[str, dict[str, dict[str, Any]]] = {}
+    for scenario in SCENARIOS:
+        rows: dict[str, dict[str, Any]] = {}
+        ok = [m for m in measurements if m["scenario"] == scenario.name and "error" not in m]
+        for target in TARGETS:
+            mine = [m["figures"] for m in ok if m["target"] == target]
+            if not mine:
+                continue
+            row = {key: _median([f.get(key) for f in mine]) for key in mine[0]}
+            if "rps" in row and row["rps"]:
+                rates = [f["rps"] for f in mine]
+                row["spread_pct"] = (max(rates) - min(rates)) * 100 / row["rps"]
+            row["runs"] = len(mine)
+            rows[target] = row
+        ratios: dict[str, list[float]] = {}
+        for run in {m["run"] for m in ok}:
+            byTarget = {m["target"]: m["figures"] for m in ok if m["run"] == run}
+            if "revproxy" in byTarget and "nginx" in byTarget:
+                for key in RATIO_KEYS[scenario.kind]:
+                    ours, theirs = byTarget["revproxy"].get(key), byTarget["nginx"].get(key)
+                    if ours is not None and theirs:
+                        ratios.setdefault(key, []).append(ours / theirs)
+        if ratios:
+            rows["revproxy/nginx"] = {key: statistics.median(v) for key, v in ratios.items()}
+        summary[scenario.name] = rows
+    return summary
+
+
+def table(summary: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """
+    The summary as plain-text tables, one per scenario kind.
+    """
+    out: list[str] = []
+    for kind, columns in COLUMNS.items():
+        headings = ["scenario", "target"] + [h for h, _, _ in columns]
+        lines = [headings]
+        for scenario in (s for s in SCENARIOS if s.kind == kind):
+            for target, row in summary.get(scenario.name, {}).items():
+                ratio = target == "revproxy/nginx"
+                cells = [scenario.name, target]
+                for _, key, fmt in columns:
+                    value = row.get(key)
+                    if value is None:
+                        cells.append("")
+                    elif ratio:
+                        cells.append(f"{value:.2f}x")
+                    else:
+                        cells.append(fmt.format(value))
+                lines.append(cells)
+        widths = [max(len(line[i]) for line in lines) for i in range(len(headings))]
+        for line in lines:
+            out.append("  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in enumerate(zip(line, widths))))
+        out.append("")
+    out.append("etcd scenarios: not yet (etcd issue)")
+    return "\n".join(out)
+
+
+def parseArguments(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="one short run of everything; never judges figures")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per load measurement")
+    parser.add_argument("--warmup", type=float, default=1.0, help="seconds of load before each measurement")
+    parser.add_argument("--idle", type=int, default=1000, help="idle connections in idle-1k")
+    parser.add_argument("--slow-seconds", type=float, default=5.0, help="how long the slow reader reads nothing")
+    parser.add_argument("--scenario", action="append", choices=[s.name for s in SCENARIOS], help="only these (repeatable)")
+    parser.add_argument(
+        "--proxy-cmd",
+        help="command of the proxy under test, with {port} and {route} "
+        "(default: twistd revproxy if the plugin is listed, else bench/standin_proxy.py)",
+    )
+    parser.add_argument("--builtin-upstream", action="store_true", help="use the built-in upstream even if nginx exists")
+    parser.add_argument("--json", type=Path, help="write the measurements and medians to this file")
+    parser.add_argument("--keep-workdir", action="store_true", help="keep configs and logs of the children")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.runs, args.duration, args.warmup, args.idle, args.slow_seconds = 1, 1.0, 0.0, 20, 1.0
+    return args
+
+
+def main(argv: list[str]) -> int:
+    args = parseArguments(argv)
+    started = time.monotonic()
+    if args.proxy_cmd:
+        proxyCommand, proxyNote = args.proxy_cmd, "given with --proxy-cmd"
+    elif revproxyPluginListed():
+        proxyCommand, proxyNote = REVPROXY_CMD, "twistd revproxy"
+    else:
+        proxyCommand, proxyNote = STANDIN_CMD, "STAND-IN: twistd revproxy is not listed among plugins"
+    settings = Settings(args.runs, args.duration, args.warmup, args.idle, args.slow_seconds, proxyCommand)
+    scenarios = [s for s in SCENARIOS if not args.scenario or s.name in args.scenario]
+    cpus = CpuPlan.detect()
+    if cpus.load is not None:
+        os.sched_setaffinity(0, {cpus.load})
+    workdir = Path(tempfile.mkdtemp(prefix="revproxy-bench-"))
+    measurements: list[dict[str, Any]] = []
+    failures = 0
+    bench: Bench | None = None
+    try:
+        bench = Bench(settings, workdir, cpus, useNginx=not args.builtin_upstream)
+        targets = [t for t in TARGETS if t != "nginx" or bench.nginx is not None]
+        print(f"upstream: {bench.upstream.kind}, ports {bench.upstream.ports}")
+        print(f"reference proxy: {'nginx, keepalive 64, one process' if bench.nginx else 'none (nginx missing)'}")
+        print(f"revproxy: {proxyNote}: {proxyCommand}")
+        print(f"pinning: {cpus.reason}")
+        print(f"runs: {settings.runs}, load {settings.duration:g} s after {settings.warmup:g} s warm-up, "
+              f"{settings.idleConnections} idle connections, slow reader {settings.slowSeconds:g} s"
+              f"{' (smoke: figures are not judged)' if args.smoke else ''}")
+        print(f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
+        for run in range(settings.runs):
+            order = targets[run % len(targets):] + targets[: run % len(targets)]
+            for scenario in scenarios:
+                for target in order:
+                    record: dict[str, Any] = {"run": run + 1, "scenario": scenario.name, "target": target}
+                    try:
+                        record["figures"] = bench.measure(scenario, target)
+                    except Exception as e:  # one failed measurement must not hide the others
+                        failures += 1
+                        record["error"] = f"{type(e).__name__}: {e}"
+                    measurements.append(record)
+                    shown = record.get("error") or ", ".join(
+                        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record["figures"].items()
+                    )
+                    print(f"run {run + 1} {scenario.name} {target}: {shown}", file=sys.stderr, flush=True)
+        etcdScenarios(bench)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        failures += 1
+    except Exception as e:
+        print(f"benchmark failed: {type(e).__name__}: {e}", file=sys.stderr)
+        failures += 1
+    finally:
+        survivors = []
+        if bench is not None:
+            bench.supervisor.stopAll()
+            survivors = bench.supervisor.survivors()
+        if args.keep_workdir:
+            print(f"work directory kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    summary = summarise(measurements)
+    print()
+    print(table(summary))
+    print(f"load average after: {os.getloadavg()[0]:.2f}; took {time.monotonic() - started:.0f} s")
+    if survivors:
+        print(f"NOT STOPPED: {[c.pid for c in survivors]}", file=sys.stderr)
+        failures += 1
+    else:
+        print(f"stopped all {len(bench.supervisor.started) if bench else 0} processes started")
+    if args.json:
+        meta = {
+            "upstream": bench.upstream.kind if bench else None,
+            "proxy_command": proxyCommand,
+            "proxy_note": proxyNote,
+            "pinning": cpus.reason,
+            "settings": asdict(settings),
+            "smoke": args.smoke,
+            "python": sys.version.split()[0],
+            "cpus": os.cpu_count(),
+        }
+        document = {"meta": meta, "measurements": measurements, "medians": summary, "failures": failures}
+        args.json.write_text(json.dumps(document, indent=2) + "\n")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
