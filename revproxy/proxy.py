@@ -17,7 +17,7 @@ connections of L{revproxy.upstream}.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import IO
 
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
@@ -105,7 +105,7 @@ def _origin_form(uri: bytes) -> bytes:
     return uri
 
 
-def _connection_tokens(values: list[bytes] | None) -> frozenset[bytes]:
+def _connection_tokens(values: Sequence[bytes] | None) -> frozenset[bytes]:
     if not values:
         return frozenset()
     return frozenset(
@@ -308,7 +308,7 @@ class _Forward:
         if size == 0:
             return b""
         if size <= SMALL_BODY:
-            return content.read()  # type: ignore[union-attr]
+            return content.read()  # type: ignore[union-attr,no-any-return]
         return content
 
     def _head(self, upstream: Upstream) -> bytes:

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from twisted.application.service import Service
 from twisted.logger import Logger
 
-from revproxy.balancing import Balancer, RoundRobin
+from revproxy.balancing import RoundRobin
 from revproxy.routes import BalancerFactory, HostRoute, RouteTable, Upstream
 
 __all__ = ["RouteResolver", "NoRouteTable"]

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.application.service import IService, MultiService
 from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import IService, MultiService
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.python import usage
@@ -23,7 +23,13 @@ from revproxy.balancing import POLICIES, policy_factory
 from revproxy.drain import DrainService
 from revproxy.proxy import RoutingProxyResource
 from revproxy.resolver import RouteResolver
-from revproxy.routes import RouteError, RouteTable, Upstream, parse_route, parse_upstream
+from revproxy.routes import (
+    RouteError,
+    RouteTable,
+    Upstream,
+    parse_route,
+    parse_upstream,
+)
 from revproxy.upstream import UpstreamPool
 
 __all__ = ["Options", "makeService", "ProxySite"]

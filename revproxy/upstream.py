@@ -22,7 +22,8 @@ socket's worth in the proxy.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import IO, Protocol as TypingProtocol
+from typing import IO
+from typing import Protocol as TypingProtocol
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
@@ -42,7 +43,6 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import optionsForClientTLS
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -224,13 +224,13 @@ class UpstreamConnection(Protocol):
         else:
             transport.write(head)
             self._sender = _BodySender(self, body)
-            transport.registerProducer(self._sender, False)
+            transport.registerProducer(self._sender, False)  # type: ignore[attr-defined]
 
     def _stopSendingBody(self) -> None:
         if self._sender is not None:
             self._sender = None
             if self.transport is not None:
-                self.transport.unregisterProducer()
+                self.transport.unregisterProducer()  # type: ignore[attr-defined]
 
     # -- flow control, used by the exchange ------------------------------
 
@@ -601,7 +601,9 @@ class UpstreamPool(Service):
         endpoint = self._endpoints.get(key)
         if endpoint is None:
             endpoint = self._endpoints[key] = self._endpointFactory(upstream)
-        d = endpoint.connect(_ConnectionFactory(self, key))
+        d: Deferred[UpstreamConnection] = endpoint.connect(  # type: ignore[assignment]
+            _ConnectionFactory(self, key)
+        )
         self._connecting.add(d)
 
         def connected(conn: UpstreamConnection) -> None:

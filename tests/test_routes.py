@@ -5,7 +5,8 @@ host normalization and the route table's lookup.
 
 from __future__ import annotations
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from revproxy.balancing import RoundRobin
