@@ -235,6 +235,34 @@ class RouteTableTests(SynchronousTestCase):
         self.assertEqual(sorted(old.routes), ["a.com", "b.com", "c.com"])
         self.assertEqual(sorted(new.routes), ["a.com", "d.com"])
         self.assertIs(new.lookup(b"a.com"), a)
+        self.assertIsNotNone(old.lookup(b"b.com"))
+        self.assertIsNone(new.lookup(b"b.com"))
+        self.assertIsNotNone(new.lookup(b"d.com"))
+        self.assertIsNone(old.lookup(b"d.com"))
+
+    def test_withChangesWildcardAndDefault(self) -> None:
+        """
+        Wildcard and default routes are added and removed like any host.
+        """
+        up = (Upstream("http", "h", 1),)
+        t1 = _table("a.com")
+        t2 = t1.with_changes({"*.b.com": up, "*": up})
+        self.assertEqual(t2.lookup(b"x.b.com").host, "*.b.com")
+        self.assertEqual(t2.lookup(b"other").host, "*")
+        self.assertIsNone(t1.lookup(b"other"))
+        t3 = t2.with_changes({"*.b.com": None, "*": None})
+        self.assertIsNone(t3.lookup(b"x.b.com"))
+        self.assertIsNone(t3.lookup(b"other"))
+        self.assertEqual(len(t3), 1)
+        self.assertEqual(t2.lookup(b"x.b.com").host, "*.b.com")
+
+    def test_withNoChangesSameRoutes(self) -> None:
+        """
+        Applying changes that change nothing keeps every route object.
+        """
+        t1 = _table("a.com", "*")
+        t2 = t1.with_changes({"a.com": t1.lookup(b"a.com").upstreams, "zz.com": None})
+        self.assertIs(t2.routes, t1.routes)
 
     def test_withChangesNewWeight(self) -> None:
         """
