@@ -12,6 +12,7 @@ accepted by all.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ __all__ = [
     "parse_upstream",
     "parse_host_pattern",
     "parse_route",
+    "parse_route_key",
     "normalize_request_host",
 ]
 
@@ -229,6 +231,45 @@ def parse_route(text: str) -> tuple[str, tuple[Upstream, ...]]:
     upstreams = tuple(parse_upstream(u) for u in rest.split(","))
     _check_unique(upstreams, pattern)
     return pattern, upstreams
+
+
+def parse_route_key(key: str, prefix: str, value: bytes = b"") -> tuple[str, Upstream]:
+    """
+    Parse an etcd route key C{<prefix><host>/<upstream>} and its value.
+
+    The upstream is everything after the host's slash, so
+    C{/hosts/h/http://10.0.0.1:8080/base} works.  The value may be empty or
+    anything; if it is a JSON object, C{{"weight": N}} sets the weight.
+
+    @raise RouteError: if the key or a JSON object value does not parse.
+    """
+    if not key.startswith(prefix):
+        raise RouteError(f"key {key!r} is not under the prefix {prefix!r}")
+    host, sep, upstream = key[len(prefix) :].partition("/")
+    if not sep or not host or not upstream:
+        raise RouteError(f"key {key!r} is not {prefix}<host>/<upstream>")
+    try:
+        pattern = parse_host_pattern(host)
+        weight = _parse_weight(value)
+        return pattern, parse_upstream(upstream, weight)
+    except RouteError as e:
+        raise RouteError(f"key {key!r}: {e}") from None
+
+
+def _parse_weight(value: bytes) -> int:
+    text = value.strip()
+    if not text.startswith(b"{"):
+        return 1
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        raise RouteError("the value is not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise RouteError("the value is not a JSON object")
+    weight = obj.get("weight", 1)
+    if isinstance(weight, bool) or not isinstance(weight, int) or weight < 1:
+        raise RouteError(f"weight {weight!r} is not a whole number of at least 1")
+    return weight
 
 
 def _check_unique(upstreams: Sequence[Upstream], host: str) -> None:

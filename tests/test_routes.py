@@ -18,6 +18,7 @@ from revproxy.routes import (
     normalize_request_host,
     parse_host_pattern,
     parse_route,
+    parse_route_key,
     parse_upstream,
 )
 
@@ -142,6 +143,56 @@ class ParseRouteTests(SynchronousTestCase):
         """
         for text in ["nonsense", "=a:1", "a=", "a=b:1,b:1", "a=b:1,", "a=ftp://x"]:
             self.assertRaises(RouteError, parse_route, text)
+
+
+class ParseRouteKeyTests(SynchronousTestCase):
+    def test_seedKey(self) -> None:
+        """
+        C{/hosts/<host>/<upstream>} gives the host and upstream; the value
+        is ignored unless it is a JSON object.
+        """
+        self.assertEqual(
+            parse_route_key("/hosts/Blog.example.com/127.0.0.1:4000", "/hosts/", b"x"),
+            ("blog.example.com", Upstream("http", "127.0.0.1", 4000)),
+        )
+
+    def test_urlUpstream(self) -> None:
+        """
+        The upstream is everything after the host's slash, slashes and all.
+        """
+        host, up = parse_route_key("/hosts/h/http://10.0.0.1:8080/base", "/hosts/")
+        self.assertEqual(up, Upstream("http", "10.0.0.1", 8080, b"/base"))
+
+    def test_weight(self) -> None:
+        """
+        A JSON object value sets the weight.
+        """
+        _, up = parse_route_key("/hosts/h/u:1", "/hosts/", b'{"weight": 5}')
+        self.assertEqual(up.weight, 5)
+        _, up = parse_route_key("/hosts/h/u:1", "/hosts/", b"{}")
+        self.assertEqual(up.weight, 1)
+
+    def test_bad(self) -> None:
+        """
+        Keys without a host or upstream, bad addresses and bad JSON objects
+        raise L{RouteError} naming the key.
+        """
+        for key, value in [
+            ("/hosts/", b""),
+            ("/hosts/h", b""),
+            ("/hosts/h/", b""),
+            ("/hosts//u:1", b""),
+            ("/hosts/h/nonsense", b""),
+            ("/hosts/h:80/u:1", b""),
+            ("/other/h/u:1", b""),
+            ("/hosts/h/u:1", b"{bad json"),
+            ("/hosts/h/u:1", b'{"weight": 0}'),
+            ("/hosts/h/u:1", b'{"weight": "3"}'),
+            ("/hosts/h/u:1", b'{"weight": true}'),
+        ]:
+            with self.assertRaises(RouteError, msg=(key, value)) as cm:
+                parse_route_key(key, "/hosts/", value)
+            self.assertIn(repr(key), str(cm.exception))
 
 
 class NormalizeHostTests(SynchronousTestCase):
