@@ -6,8 +6,8 @@ the connections it accepts, answered on a third port in stub_status format.
 
     python bench/builtin_upstream.py PORT1 PORT2 STATUS_PORT
 
-It is much slower than nginx: with it, the direct figures measure this
-server, not the proxies' ceiling.
+It is not nginx: with it, the direct figures measure this server, and
+there is no nginx reverse proxy to compare with.
 """
 
 from __future__ import annotations
@@ -62,7 +62,9 @@ async def serveContent(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
             await _discardBody(reader, headers)
             requests += 1
             connection = headers.get(b"connection", b"").lower()
-            close = connection == b"close" or (version == b"HTTP/1.0" and connection != b"keep-alive")
+            close = connection == b"close" or (
+                version == b"HTTP/1.0" and connection != b"keep-alive"
+            )
             path = path.split(b"?")[0]
             if path == b"/1g":
                 writer.write(_head(HUGE_SIZE, close))

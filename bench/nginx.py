@@ -131,6 +131,8 @@ http {{
         server 127.0.0.1:{upstreams[0]};
         server 127.0.0.1:{upstreams[1]};
         keepalive 64;
+        # The default (1000) would reopen a connection every 1000 requests.
+        keepalive_requests 10000000;
     }}
     server {{
         listen 127.0.0.1:{port} backlog=4096;

@@ -214,7 +214,9 @@ def waitListening(
         if ready is None or ready():
             return
         time.sleep(0.1)
-    raise RuntimeError(f"{child.name} not ready on port {port} after {timeout}s:\n{child.logTail()}")
+    raise RuntimeError(
+        f"{child.name} not ready on port {port} after {timeout}s:\n{child.logTail()}"
+    )
 
 
 def cpuSeconds(pid: int) -> float:

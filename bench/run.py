@@ -26,7 +26,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -55,7 +55,9 @@ REVPROXY_CMD = (
     f"{shlex.quote(sys.executable)} -c 'from twisted.scripts.twistd import run; run()' "
     "-n --pidfile= revproxy --port {port} --route {route} --no-access-log"
 )
-STANDIN_CMD = f"{shlex.quote(sys.executable)} bench/standin_proxy.py --port {{port}} --route {{route}}"
+STANDIN_CMD = (
+    f"{shlex.quote(sys.executable)} bench/standin_proxy.py --port {{port}} --route {{route}}"
+)
 SLOW_READER_CAP_KIB = 3 * 1024 * 1024
 
 
@@ -132,7 +134,9 @@ class Bench:
         pin = self.cpus.prefix(self.cpus.load)
         if self.nginx is not None:
             conf = nginx.upstreamConfig(self.workdir, ports, status)
-            child = self.supervisor.start("upstream", pin + nginx.argv(self.nginx, self.workdir, conf))
+            child = self.supervisor.start(
+                "upstream", pin + nginx.argv(self.nginx, self.workdir, conf)
+            )
             kind = f"nginx ({self.nginx}, one process)"
         else:
             argv = [sys.executable, str(BENCH / "builtin_upstream.py"), *map(str, (*ports, status))]
@@ -243,7 +247,7 @@ class Bench:
             "rss_before_mib": result.rssBeforeKiB / 1024,
             "rss_peak_mib": result.rssPeakKiB / 1024,
             "growth_mib": (result.rssPeakKiB - result.rssBeforeKiB) / 1024,
-            "bytes_read": result.bytesRead,
+            "kib_read": result.bytesRead / 1024,
             "capped": result.capped,
         }
 
@@ -311,7 +315,7 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
         ("before MiB", "rss_before_mib", "{:.1f}"),
         ("peak MiB", "rss_peak_mib", "{:.1f}"),
         ("growth MiB", "growth_mib", "{:.1f}"),
-        ("read KiB", "bytes_read", "{:.0f}"),
+        ("read KiB", "kib_read", "{:.0f}"),
         ("capped", "capped", "{}"),
     ],
 }
@@ -388,91 +392,144 @@ def table(summary: dict[str, dict[str, dict[str, Any]]]) -> str:
                 lines.append(cells)
         widths = [max(len(line[i]) for line in lines) for i in range(len(headings))]
         for line in lines:
-            out.append("  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in enumerate(zip(line, widths))))
+            out.append(
+                "  ".join(
+                    c.rjust(w) if i > 1 else c.ljust(w)
+                    for i, (c, w) in enumerate(zip(line, widths, strict=True))
+                )
+            )
         out.append("")
     out.append("etcd scenarios: not yet (etcd issue)")
     return "\n".join(out)
 
 
 def parseArguments(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true", help="one short run of everything; never judges figures")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="one short run of everything; never judges figures"
+    )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per load measurement")
-    parser.add_argument("--warmup", type=float, default=1.0, help="seconds of load before each measurement")
+    parser.add_argument(
+        "--warmup", type=float, default=1.0, help="seconds of load before each measurement"
+    )
     parser.add_argument("--idle", type=int, default=1000, help="idle connections in idle-1k")
-    parser.add_argument("--slow-seconds", type=float, default=5.0, help="how long the slow reader reads nothing")
-    parser.add_argument("--scenario", action="append", choices=[s.name for s in SCENARIOS], help="only these (repeatable)")
+    parser.add_argument(
+        "--slow-seconds", type=float, default=5.0, help="how long the slow reader reads nothing"
+    )
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        choices=[s.name for s in SCENARIOS],
+        help="only these (repeatable)",
+    )
     parser.add_argument(
         "--proxy-cmd",
         help="command of the proxy under test, with {port} and {route} "
         "(default: twistd revproxy if the plugin is listed, else bench/standin_proxy.py)",
     )
-    parser.add_argument("--builtin-upstream", action="store_true", help="use the built-in upstream even if nginx exists")
+    parser.add_argument(
+        "--builtin-upstream",
+        action="store_true",
+        help="use the built-in upstream even if nginx exists",
+    )
     parser.add_argument("--json", type=Path, help="write the measurements and medians to this file")
-    parser.add_argument("--keep-workdir", action="store_true", help="keep configs and logs of the children")
+    parser.add_argument(
+        "--keep-workdir", action="store_true", help="keep configs and logs of the children"
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         args.runs, args.duration, args.warmup, args.idle, args.slow_seconds = 1, 1.0, 0.0, 20, 1.0
     return args
 
 
+def chooseProxy(given: str | None) -> tuple[str, str]:
+    """
+    The command of the proxy under test, and a note saying which it is.
+    """
+    if given:
+        return given, "given with --proxy-cmd"
+    if revproxyPluginListed():
+        return REVPROXY_CMD, "twistd revproxy"
+    return STANDIN_CMD, "STAND-IN (twistd revproxy is not listed among plugins)"
+
+
+def describe(bench: Bench, note: str, smoke: bool) -> None:
+    """
+    Print what is measured, and how.
+    """
+    s = bench.settings
+    reference = "nginx, keepalive 64, one process" if bench.nginx else "none (nginx missing)"
+    print(f"upstream: {bench.upstream.kind}, ports {bench.upstream.ports}")
+    print(f"reference proxy: {reference}")
+    print(f"revproxy: {note}: {s.proxyCommand}")
+    print(f"pinning: {bench.cpus.reason}")
+    print(
+        f"runs: {s.runs}; load {s.duration:g} s after {s.warmup:g} s warm-up; "
+        f"{s.idleConnections} idle connections; slow reader {s.slowSeconds:g} s"
+        + ("; smoke: figures are not judged" if smoke else "")
+    )
+    print(f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
+
+
+def measureAll(
+    bench: Bench, scenarios: list[Scenario], measurements: list[dict[str, Any]]
+) -> None:
+    """
+    Measure every scenario on every target, for each run, the order of the
+    targets rotating from run to run, appending to C{measurements}. A failed
+    measurement is recorded and the others go on.
+    """
+    targets = [t for t in TARGETS if t != "nginx" or bench.nginx is not None]
+    for run in range(1, bench.settings.runs + 1):
+        shift = (run - 1) % len(targets)
+        order = targets[shift:] + targets[:shift]
+        for scenario in scenarios:
+            for target in order:
+                record: dict[str, Any] = {"run": run, "scenario": scenario.name, "target": target}
+                try:
+                    record["figures"] = bench.measure(scenario, target)
+                    shown = ", ".join(f"{k}={v:.4g}" for k, v in record["figures"].items())
+                except Exception as e:
+                    record["error"] = shown = f"{type(e).__name__}: {e}"
+                measurements.append(record)
+                print(f"run {run} {scenario.name} {target}: {shown}", file=sys.stderr, flush=True)
+    measurements += etcdScenarios(bench)
+
+
 def main(argv: list[str]) -> int:
     args = parseArguments(argv)
     started = time.monotonic()
-    if args.proxy_cmd:
-        proxyCommand, proxyNote = args.proxy_cmd, "given with --proxy-cmd"
-    elif revproxyPluginListed():
-        proxyCommand, proxyNote = REVPROXY_CMD, "twistd revproxy"
-    else:
-        proxyCommand, proxyNote = STANDIN_CMD, "STAND-IN: twistd revproxy is not listed among plugins"
-    settings = Settings(args.runs, args.duration, args.warmup, args.idle, args.slow_seconds, proxyCommand)
+    if shutil.which(wrk.WRK) is None:
+        print("wrk not found: install it (Debian: apt-get install wrk)", file=sys.stderr)
+        return 2
+    proxyCommand, note = chooseProxy(args.proxy_cmd)
+    settings = Settings(
+        args.runs, args.duration, args.warmup, args.idle, args.slow_seconds, proxyCommand
+    )
     scenarios = [s for s in SCENARIOS if not args.scenario or s.name in args.scenario]
     cpus = CpuPlan.detect()
     if cpus.load is not None:
         os.sched_setaffinity(0, {cpus.load})
     workdir = Path(tempfile.mkdtemp(prefix="revproxy-bench-"))
     measurements: list[dict[str, Any]] = []
-    failures = 0
+    failed = False
     bench: Bench | None = None
     try:
         bench = Bench(settings, workdir, cpus, useNginx=not args.builtin_upstream)
-        targets = [t for t in TARGETS if t != "nginx" or bench.nginx is not None]
-        print(f"upstream: {bench.upstream.kind}, ports {bench.upstream.ports}")
-        print(f"reference proxy: {'nginx, keepalive 64, one process' if bench.nginx else 'none (nginx missing)'}")
-        print(f"revproxy: {proxyNote}: {proxyCommand}")
-        print(f"pinning: {cpus.reason}")
-        print(f"runs: {settings.runs}, load {settings.duration:g} s after {settings.warmup:g} s warm-up, "
-              f"{settings.idleConnections} idle connections, slow reader {settings.slowSeconds:g} s"
-              f"{' (smoke: figures are not judged)' if args.smoke else ''}")
-        print(f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
-        for run in range(settings.runs):
-            order = targets[run % len(targets):] + targets[: run % len(targets)]
-            for scenario in scenarios:
-                for target in order:
-                    record: dict[str, Any] = {"run": run + 1, "scenario": scenario.name, "target": target}
-                    try:
-                        record["figures"] = bench.measure(scenario, target)
-                    except Exception as e:  # one failed measurement must not hide the others
-                        failures += 1
-                        record["error"] = f"{type(e).__name__}: {e}"
-                    measurements.append(record)
-                    shown = record.get("error") or ", ".join(
-                        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record["figures"].items()
-                    )
-                    print(f"run {run + 1} {scenario.name} {target}: {shown}", file=sys.stderr, flush=True)
-        etcdScenarios(bench)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        failures += 1
+        describe(bench, note, args.smoke)
+        measureAll(bench, scenarios, measurements)
+    except (KeyboardInterrupt, SystemExit):
+        print("interrupted: stopping everything, reporting what was measured", file=sys.stderr)
+        failed = True
     except Exception as e:
         print(f"benchmark failed: {type(e).__name__}: {e}", file=sys.stderr)
-        failures += 1
+        failed = True
     finally:
-        survivors = []
         if bench is not None:
             bench.supervisor.stopAll()
-            survivors = bench.supervisor.survivors()
         if args.keep_workdir:
             print(f"work directory kept: {workdir}")
         else:
@@ -481,25 +538,28 @@ def main(argv: list[str]) -> int:
     print()
     print(table(summary))
     print(f"load average after: {os.getloadavg()[0]:.2f}; took {time.monotonic() - started:.0f} s")
+    errors = [m for m in measurements if "error" in m]
+    for m in errors:
+        print(f"FAILED run {m['run']} {m['scenario']} {m['target']}: {m['error']}")
+    survivors = bench.supervisor.survivors() if bench else []
     if survivors:
-        print(f"NOT STOPPED: {[c.pid for c in survivors]}", file=sys.stderr)
-        failures += 1
+        print(f"NOT STOPPED: pids {[c.pid for c in survivors]}")
     else:
         print(f"stopped all {len(bench.supervisor.started) if bench else 0} processes started")
     if args.json:
         meta = {
             "upstream": bench.upstream.kind if bench else None,
             "proxy_command": proxyCommand,
-            "proxy_note": proxyNote,
+            "proxy_note": note,
             "pinning": cpus.reason,
             "settings": asdict(settings),
             "smoke": args.smoke,
             "python": sys.version.split()[0],
             "cpus": os.cpu_count(),
         }
-        document = {"meta": meta, "measurements": measurements, "medians": summary, "failures": failures}
+        document = {"meta": meta, "measurements": measurements, "medians": summary}
         args.json.write_text(json.dumps(document, indent=2) + "\n")
-    return 1 if failures else 0
+    return 1 if failed or errors or survivors else 0
 
 
 if __name__ == "__main__":

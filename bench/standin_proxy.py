@@ -13,8 +13,9 @@ from __future__ import annotations
 import argparse
 
 from twisted.internet import reactor
+from twisted.web.http import Request
 from twisted.web.proxy import ReverseProxyResource
-from twisted.web.server import Request, Site
+from twisted.web.server import Site
 
 
 class QuietSite(Site):
@@ -34,9 +35,10 @@ def main() -> None:
     args = parser.parse_args()
     _, _, upstreams = args.route.partition("=")
     address, _, port = upstreams.split(",")[0].rpartition(":")
-    site = QuietSite(ReverseProxyResource(address, int(port), b""))
-    reactor.listenTCP(args.port, site, backlog=4096, interface="127.0.0.1")  # type: ignore[attr-defined]
-    reactor.run()  # type: ignore[attr-defined]
+    resource = ReverseProxyResource(address, int(port), b"")  # type: ignore[no-untyped-call]
+    site = QuietSite(resource)  # type: ignore[no-untyped-call]
+    reactor.listenTCP(args.port, site, backlog=4096, interface="127.0.0.1")  # type: ignore[arg-type]
+    reactor.run()
 
 
 if __name__ == "__main__":
