@@ -142,20 +142,23 @@ class Supervisor:
 
     def stop(self, child: Child, grace: float = 5.0) -> None:
         """
-        SIGTERM the child's process group, then SIGKILL it after C{grace}.
+        SIGTERM the child's process group, SIGKILL what is left of it after
+        C{grace} seconds, then reap the child.
+
+        The group is signalled only while its leader is not reaped (at worst
+        a zombie), so its id cannot have been reused by someone else's
+        process.
         """
         if child in self.children:
             self.children.remove(child)
-        if child.popen.poll() is None:
-            _signalGroup(child.pid, signal.SIGTERM)
-            try:
-                child.popen.wait(grace)
-            except subprocess.TimeoutExpired:
-                pass
-        # The leader may be gone while something it forked lingers.
+        if child.popen.returncode is not None:
+            return
+        _signalGroup(child.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while not _exited(child.pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
         _signalGroup(child.pid, signal.SIGKILL)
-        if child.popen.poll() is None:
-            child.popen.wait(grace)
+        child.popen.wait()
 
     def stopAll(self) -> None:
         """
@@ -176,6 +179,16 @@ def _signalGroup(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _exited(pid: int) -> bool:
+    """
+    Whether child C{pid} has exited, without reaping it.
+    """
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
 
 
 def _raiseSystemExit(signum: int, frame: object) -> None:
