@@ -123,20 +123,28 @@ class _BodySender:
     def __init__(self, connection: UpstreamConnection, body: IO[bytes]) -> None:
         self._connection = connection
         self._body = body
+        start = body.tell()
+        body.seek(0, 2)
+        self._remaining = body.tell() - start
+        body.seek(start)
 
     def resumeProducing(self) -> None:
         conn = self._connection
         if conn.transport is None or conn._exchange is None:
             return
         try:
-            data = self._body.read(BODY_CHUNK)
+            data = self._body.read(min(BODY_CHUNK, self._remaining))
         except (OSError, ValueError):
             # The client went away and its spool was closed.
             conn.abort()
             return
         if data:
             conn.transport.write(data)
-        else:
+        self._remaining -= len(data)
+        if self._remaining <= 0 or not data:
+            # Done as soon as the last byte is written, not when the
+            # transport next asks for more: the upstream may answer before
+            # then, and the connection is only reusable if we had finished.
             conn._stopSendingBody()
 
     def stopProducing(self) -> None:
@@ -185,6 +193,7 @@ class UpstreamConnection(Protocol):
         self._gotBytes = False
         self.reused = False
         self.connected = False
+        self._paused = False
         self._closeWaiters: list[Deferred[None]] = []
 
     def whenClosed(self) -> Deferred[None]:
@@ -238,14 +247,16 @@ class UpstreamConnection(Protocol):
         """
         Stop reading the response: the client cannot take more yet.
         """
-        if self.transport is not None:
+        if self.transport is not None and not self._paused:
+            self._paused = True
             self.transport.pauseProducing()  # type: ignore[attr-defined]
 
     def resumeReading(self) -> None:
         """
         Read the response again.
         """
-        if self.transport is not None:
+        if self.transport is not None and self._paused:
+            self._paused = False
             self.transport.resumeProducing()  # type: ignore[attr-defined]
 
     def abort(self) -> None:
@@ -473,6 +484,9 @@ class UpstreamConnection(Protocol):
             # The upstream answered before it read the whole body.
             self._stopSendingBody()
             self._keepAlive = False
+        # A connection paused for a slow client may end its response while
+        # paused: it must read again before it serves anyone else.
+        self.resumeReading()
         # Back to the pool first, so that the client's next (pipelined)
         # request, which responseEnded may start, can reuse it.
         if self._keepAlive and self.transport is not None:

@@ -279,6 +279,19 @@ class ParserTests(SynchronousTestCase):
         self.assertIsNone(ex.failure)
         self.assertTrue(transport.aborted)
 
+    def test_pausedConnectionResumedOnRelease(self) -> None:
+        """
+        A connection paused by a slow client when its response ends reads
+        again before it goes back to the pool.
+        """
+        h = PoolHarness()
+        ex, conn, transport = h.exchange(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nabc")
+        conn.pauseReading()
+        conn.dataReceived(b"def")
+        self.assertTrue(ex.ended)
+        self.assertEqual(h.pool.idleCount(), 1)
+        self.assertEqual(transport.producerState, "producing")
+
     def test_flowControl(self) -> None:
         """
         pauseReading and resumeReading pause and resume the transport.
@@ -321,8 +334,23 @@ class SendTests(SynchronousTestCase):
             transport.clear()
             producer.resumeProducing()
             self.assertEqual(len(transport.value()), expected)
-        producer.resumeProducing()
         self.assertIsNone(transport.producer)
+
+    def test_bodyDoneAtLastByte(self) -> None:
+        """
+        The body sender finishes as soon as it wrote the last byte, so a
+        response arriving before the transport asks for more still leaves
+        the connection reusable (a new connection per POST otherwise).
+        """
+        h, conn, transport = self._conn()
+        ex = RecordingExchange()
+        conn.send(b"H\r\n\r\n", io.BytesIO(b"x" * BODY_CHUNK), ex, False)
+        transport.producer.resumeProducing()
+        self.assertIsNone(transport.producer)
+        conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.assertTrue(ex.ended)
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(h.pool.idleCount(), 1)
 
     def test_earlyResponseStopsBody(self) -> None:
         """
