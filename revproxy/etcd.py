@@ -61,11 +61,11 @@ import enum
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Union
+from typing import Any, NamedTuple, Union, cast
 
 import txaioetcd  # type: ignore[import-untyped]
-from txaioetcd import _client_commons as commons  # type: ignore[import-untyped]
 from treq.client import HTTPClient
+from treq.response import _Response as Response
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.error import (
     ConnectError,
@@ -73,52 +73,59 @@ from twisted.internet.error import (
     ConnectionLost,
     DNSLookupError,
 )
-from twisted.internet.interfaces import IConsumer, IDelayedCall, IReactorTime
+from twisted.internet.interfaces import (
+    IConsumer,
+    IDelayedCall,
+    IPushProducer,
+    IReactorTime,
+)
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import ResponseDone
-from twisted.web.http import PotentialDataLoss
-from twisted.web.iweb import IBodyProducer, IResponse
 from twisted.web._newclient import (
     RequestTransmissionFailed,
     ResponseFailed,
     ResponseNeverReceived,
 )
+from twisted.web.client import ResponseDone
+from twisted.web.http import PotentialDataLoss
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IBodyProducer
+from txaioetcd import _client_commons as commons  # type: ignore[import-untyped]
 from zope.interface import Attribute, Interface, implementer
 
 __all__ = [
     "API_PREFIXES",
-    "EtcdError",
-    "EtcdUnavailable",
-    "EtcdTimeout",
-    "EventType",
-    "Entry",
-    "Snapshot",
-    "DeleteResult",
-    "TxnResult",
-    "EtcdStatus",
-    "Put",
     "Delete",
     "DeletePrefix",
-    "ModRevisionIs",
-    "ValueIs",
-    "WatchEvent",
-    "WatchEvents",
-    "WatchCreated",
-    "WatchProgress",
-    "WatchCanceled",
-    "WatchError",
-    "WatchMessage",
-    "WatchStreamDecoder",
+    "DeleteResult",
     "EndReason",
-    "WatchEnded",
-    "IWatch",
-    "IRouteStore",
+    "Entry",
     "EtcdClient",
+    "EtcdError",
+    "EtcdStatus",
+    "EtcdTimeout",
+    "EtcdUnavailable",
     "EtcdWatch",
+    "EventType",
+    "IRouteStore",
+    "IWatch",
     "MemoryRouteStore",
     "MemoryWatch",
+    "ModRevisionIs",
+    "Put",
+    "Snapshot",
+    "TxnResult",
+    "ValueIs",
+    "WatchCanceled",
+    "WatchCreated",
+    "WatchEnded",
+    "WatchError",
+    "WatchEvent",
+    "WatchEvents",
+    "WatchMessage",
+    "WatchProgress",
+    "WatchStreamDecoder",
     "prefix_range_end",
 ]
 
@@ -386,7 +393,9 @@ class WatchError:
     message: str
 
 
-WatchMessage = Union[WatchEvents, WatchCreated, WatchProgress, WatchCanceled, WatchError]
+WatchMessage = Union[
+    WatchEvents, WatchCreated, WatchProgress, WatchCanceled, WatchError
+]
 
 
 def _int(value: object) -> int:
@@ -739,16 +748,15 @@ class EtcdClient:
         """
         return self._prefixes.get(endpoint.rstrip("/"))
 
-    def _post(self, url: str, body: JSON, stream: bool = False) -> Deferred[IResponse]:
+    def _post(self, url: str, body: JSON, stream: bool = False) -> Deferred[Response]:
         # Not treq's json=: it wraps the body in a FileBodyProducer, which
         # writes through the global cooperator, i.e. the global reactor.
-        headers = dict(_WATCH_HEADERS if stream else _HEADERS)
-        return self._http.post(  # type: ignore[no-any-return]
+        return self._http.post(
             url,
             data=_BytesProducer(json.dumps(body, separators=(",", ":")).encode()),
-            headers=headers,
+            headers=Headers(_WATCH_HEADERS if stream else _HEADERS),
             unbuffered=stream,
-            reactor=self._reactor,
+            reactor=self._reactor,  # type: ignore[arg-type]
         )
 
     async def _discover(self, endpoint: str) -> str:
@@ -794,7 +802,7 @@ class EtcdClient:
 
     async def _attempt(
         self, endpoint: str, method: str, body: JSON, stream: bool
-    ) -> tuple[IResponse, bytes | None]:
+    ) -> tuple[Response, bytes | None]:
         """
         One request to one endpoint; on a 404 (an upgraded member no longer
         serving the prefix we found), rediscover the prefix and try once more.
@@ -818,7 +826,7 @@ class EtcdClient:
 
     async def _send(
         self, method: str, body: JSON, stream: bool = False
-    ) -> tuple[IResponse, bytes | None]:
+    ) -> tuple[Response, bytes | None]:
         """
         Send a request to the current endpoint, moving on to the next on a
         connection failure.  For a stream, the body is left unread.
@@ -855,8 +863,7 @@ class EtcdClient:
             if self._current == index:
                 self._current = (index + 1) % len(self._endpoints)
             log.warn(
-                "etcd {endpoint} failed ({problem}) on {method}; "
-                "next endpoint: {next}",
+                "etcd {endpoint} failed ({problem}) on {method}; next endpoint: {next}",
                 endpoint=endpoint,
                 problem=repr(problem),
                 method=method,
@@ -895,7 +902,9 @@ class EtcdClient:
             lambda obj: convert(txaioetcd.Status._parse(obj))
         )
 
-    def get_prefix(self, prefix: bytes, revision: int | None = None) -> Deferred[Snapshot]:
+    def get_prefix(
+        self, prefix: bytes, revision: int | None = None
+    ) -> Deferred[Snapshot]:
         """
         Read every key starting with C{prefix}, at C{revision} if given (a
         compacted revision fails with L{EtcdError} code 11), else now.
@@ -907,7 +916,8 @@ class EtcdClient:
         def convert(obj: JSON) -> Snapshot:
             result = txaioetcd.Range._parse(obj)
             entries = [
-                Entry(kv.key, kv.value or b"", kv.mod_revision or 0) for kv in result.kvs
+                Entry(kv.key, kv.value or b"", kv.mod_revision or 0)
+                for kv in result.kvs
             ]
             return Snapshot(result.header.revision, entries)
 
@@ -1032,6 +1042,15 @@ class _WatchProtocol(Protocol):
         self._watch._connection_lost(reason)
 
 
+def _stop(protocol: Protocol) -> None:
+    """
+    Close the connection under a response body protocol.
+    """
+    transport = protocol.transport
+    if transport is not None:
+        cast(IPushProducer, transport).stopProducing()
+
+
 @implementer(IWatch)
 class EtcdWatch:
     """
@@ -1062,15 +1081,14 @@ class EtcdWatch:
         self._request = Deferred.fromCoroutine(coro)
         self._request.addCallbacks(self._responded, self._not_responded)
 
-    def _responded(self, result: tuple[IResponse, bytes | None]) -> None:
+    def _responded(self, result: tuple[Response, bytes | None]) -> None:
         self._request = None
         response, content = result
         if self._ending is not None:
             # Cancelled while the response was on its way: close it.
             self._protocol = _WatchProtocol(self)
             response.deliverBody(self._protocol)
-            if self._protocol is not None and self._protocol.transport is not None:
-                self._protocol.transport.stopProducing()
+            _stop(self._protocol)
             return
         if response.code != 200:
             try:
@@ -1092,7 +1110,7 @@ class EtcdWatch:
                 self._ended(EndReason.CONNECTION_LOST, detail=str(failure.value))
             )
         elif failure.check(EtcdError):
-            e = failure.value
+            e = cast(EtcdError, failure.value)
             error = WatchError(e.code, e.message)
             self._fire(self._ended(EndReason.ERROR, error=error, detail=e.message))
         else:
@@ -1119,8 +1137,7 @@ class EtcdWatch:
                         message = WatchEvents(message.revision, fresh)
                     self._on_events(message)
             elif isinstance(message, WatchProgress):
-                if message.revision > self._applied:
-                    self._applied = message.revision
+                self._applied = max(self._applied, message.revision)
                 if self._on_progress is not None:
                     self._on_progress(message.revision)
             elif isinstance(message, WatchCreated):
@@ -1137,7 +1154,9 @@ class EtcdWatch:
                     detail = message.reason or "canceled by etcd"
                 self._end(self._ended(reason, message.compact_revision, detail=detail))
             else:
-                self._end(self._ended(EndReason.ERROR, error=message, detail=message.message))
+                self._end(
+                    self._ended(EndReason.ERROR, error=message, detail=message.message)
+                )
         except Exception:
             failure = Failure()
             log.failure("etcd watch callback failed; ending the watch", failure)
@@ -1150,8 +1169,8 @@ class EtcdWatch:
         if self._ending is not None:
             return
         self._ending = result
-        if self._protocol is not None and self._protocol.transport is not None:
-            self._protocol.transport.stopProducing()
+        if self._protocol is not None:
+            _stop(self._protocol)
         elif self._request is not None:
             self._request.cancel()
 
@@ -1339,7 +1358,9 @@ class MemoryRouteStore:
             self._commit(events)
         return deleted, events
 
-    def get_prefix(self, prefix: bytes, revision: int | None = None) -> Deferred[Snapshot]:
+    def get_prefix(
+        self, prefix: bytes, revision: int | None = None
+    ) -> Deferred[Snapshot]:
         try:
             self._check()
             if revision is not None:
@@ -1418,7 +1439,11 @@ class MemoryRouteStore:
         w = MemoryWatch(self, prefix, start_revision, on_events, on_progress)
         if self.unavailable:
             self._schedule(
-                w.end, EndReason.CONNECTION_LOST, None, None, "memory store is unavailable"
+                w.end,
+                EndReason.CONNECTION_LOST,
+                None,
+                None,
+                "memory store is unavailable",
             )
             return w
         if start_revision <= self.compact_revision:

@@ -58,7 +58,12 @@ def b64(data: bytes) -> str:
 
 
 def header(revision: int) -> dict[str, str]:
-    return {"cluster_id": "1", "member_id": "2", "revision": str(revision), "raft_term": "2"}
+    return {
+        "cluster_id": "1",
+        "member_id": "2",
+        "revision": str(revision),
+        "raft_term": "2",
+    }
 
 
 def put_event(key: bytes, value: bytes, revision: int) -> dict[str, Any]:
@@ -87,7 +92,9 @@ STREAM = CREATED + PUT_5 + DELETE_6
 
 EXPECTED = [
     WatchCreated(4, 0),
-    WatchEvents(5, (WatchEvent(EventType.PUT, b"/hosts/a/1", b"http://10.0.0.1:80", 5),)),
+    WatchEvents(
+        5, (WatchEvent(EventType.PUT, b"/hosts/a/1", b"http://10.0.0.1:80", 5),)
+    ),
     WatchEvents(6, (WatchEvent(EventType.DELETE, b"/hosts/a/1", b"", 6),)),
 ]
 
@@ -179,7 +186,13 @@ class WatchStreamDecoderTests(SynchronousTestCase):
         A cancellation for compaction reports the compaction revision.
         """
         data = line(
-            {"result": {"header": {"raft_term": "2"}, "canceled": True, "compact_revision": "19"}}
+            {
+                "result": {
+                    "header": {"raft_term": "2"},
+                    "canceled": True,
+                    "compact_revision": "19",
+                }
+            }
         )
         self.assertEqual(WatchStreamDecoder().feed(data), [WatchCanceled(0, 19, "")])
 
@@ -190,7 +203,9 @@ class WatchStreamDecoderTests(SynchronousTestCase):
         data = line(
             {"result": {"header": header(9), "canceled": True, "cancel_reason": "gone"}}
         )
-        self.assertEqual(WatchStreamDecoder().feed(data), [WatchCanceled(9, None, "gone")])
+        self.assertEqual(
+            WatchStreamDecoder().feed(data), [WatchCanceled(9, None, "gone")]
+        )
 
     def test_error(self) -> None:
         """
@@ -221,7 +236,13 @@ class WatchStreamDecoderTests(SynchronousTestCase):
         """
         Undecodable messages become errors, and the messages after them decode.
         """
-        for bad in [b"{nope\n", b"[1]\n", b'{"other": 1}\n', line({"result": {"events": [{"kv": {"key": "!!"}}]}}), line({"result": {"events": [{"type": "MOVE", "kv": {"key": ""}}]}})]:
+        for bad in [
+            b"{nope\n",
+            b"[1]\n",
+            b'{"other": 1}\n',
+            line({"result": {"events": [{"kv": {"key": "!!"}}]}}),
+            line({"result": {"events": [{"type": "MOVE", "kv": {"key": ""}}]}}),
+        ]:
             messages = WatchStreamDecoder().feed(bad + PUT_5)
             self.assertEqual(len(messages), 2, bad)
             assert isinstance(messages[0], WatchError)
@@ -295,7 +316,9 @@ class FakeGateway(Resource):
             return json.dumps(obj).encode()
         if method == "watch":
             self.watches.append(request)
-            request.write(line({"result": {"header": header(self.revision), "created": True}}))
+            request.write(
+                line({"result": {"header": header(self.revision), "created": True}})
+            )
             return NOT_DONE_YET
         if method in ("kv/put", "kv/deleterange", "kv/txn"):
             self.revision += 1
@@ -324,7 +347,9 @@ class PartlyDownAgent:
         self.down: set[bytes] = set()
         self.lost: set[bytes] = set()
 
-    def request(self, method: bytes, uri: bytes, headers: Any = None, bodyProducer: Any = None) -> Deferred[Any]:
+    def request(
+        self, method: bytes, uri: bytes, headers: Any = None, bodyProducer: Any = None
+    ) -> Deferred[Any]:
         host = URI.fromBytes(uri).host
         if host in self.down:
             return fail(ConnectionRefusedError())
@@ -347,7 +372,9 @@ class ClientTestsMixin:
         # No data_to_body_producer: the default (FileBodyProducer) would use
         # the global reactor, and nothing here would complete.
         self.client = EtcdClient(
-            self.reactor, ["http://etcd1:2379", "http://etcd2:2379/"], HTTPClient(self.agent)
+            self.reactor,
+            ["http://etcd1:2379", "http://etcd2:2379/"],
+            HTTPClient(self.agent),
         )
 
 
@@ -379,7 +406,10 @@ class EtcdClientTests(ClientTestsMixin, SynchronousTestCase):
         """
         The client falls back to /v3beta/ (etcd 3.3), then /v3alpha/ (3.2).
         """
-        for served, expected in [(("/v3beta/", "/v3alpha/"), "/v3beta/"), (("/v3alpha/",), "/v3alpha/")]:
+        for served, expected in [
+            (("/v3beta/", "/v3alpha/"), "/v3beta/"),
+            (("/v3alpha/",), "/v3alpha/"),
+        ]:
             self.setUp()
             self.gateway.prefixes = served
             self.successResultOf(self.client.status())
@@ -456,7 +486,10 @@ class EtcdClientTests(ClientTestsMixin, SynchronousTestCase):
         self.reactor.advance(10)
         failure = self.failureResultOf(d, EtcdUnavailable)
         self.assertIn("EtcdTimeout", str(failure.value))
-        self.assertEqual([h for h, p, _ in self.gateway.requests if p.endswith("range")], ["etcd1", "etcd2"])
+        self.assertEqual(
+            [h for h, p, _ in self.gateway.requests if p.endswith("range")],
+            ["etcd1", "etcd2"],
+        )
         self.assertEqual(self.reactor.getDelayedCalls(), [])
 
     def test_get_prefix_range(self) -> None:
@@ -470,7 +503,11 @@ class EtcdClientTests(ClientTestsMixin, SynchronousTestCase):
             {
                 "header": header(9),
                 "kvs": [
-                    {"key": b64(b"/hosts/a/1"), "value": b64(b"v"), "mod_revision": "7"},
+                    {
+                        "key": b64(b"/hosts/a/1"),
+                        "value": b64(b"v"),
+                        "mod_revision": "7",
+                    },
                     {"key": b64(b"/hosts/a/2"), "mod_revision": "8"},
                 ],
                 "count": "2",
@@ -497,7 +534,9 @@ class EtcdClientTests(ClientTestsMixin, SynchronousTestCase):
         client = txaioetcd.Client(MemoryReactorClock(), url="http://etcd1:2379")
         client._post = lambda url, data, timeout: (bodies.append(data), Deferred())[1]
         client.get(b"/hosts/", range_end=b"/hosts0", revision=9, limit=5)
-        self.assertEqual(bodies, [{"key": b64(b"/hosts/"), "range_end": b64(b"/hosts0")}])
+        self.assertEqual(
+            bodies, [{"key": b64(b"/hosts/"), "range_end": b64(b"/hosts0")}]
+        )
 
     def test_error_answer(self) -> None:
         """
@@ -505,9 +544,17 @@ class EtcdClientTests(ClientTestsMixin, SynchronousTestCase):
         message, rather than parsing as an empty result.
         """
         message = "etcdserver: mvcc: required revision has been compacted"
-        self.gateway.answers["kv/range"] = (400, {"error": message, "code": 11, "message": message})
-        failure = self.failureResultOf(self.client.get_prefix(b"/hosts/", revision=2), EtcdError)
-        self.assertEqual((failure.value.code, failure.value.message, failure.value.http_code), (11, message, 400))
+        self.gateway.answers["kv/range"] = (
+            400,
+            {"error": message, "code": 11, "message": message},
+        )
+        failure = self.failureResultOf(
+            self.client.get_prefix(b"/hosts/", revision=2), EtcdError
+        )
+        self.assertEqual(
+            (failure.value.code, failure.value.message, failure.value.http_code),
+            (11, message, 400),
+        )
 
     def test_put_delete_txn(self) -> None:
         """
@@ -515,8 +562,12 @@ class EtcdClientTests(ClientTestsMixin, SynchronousTestCase):
         return the new revision.
         """
         self.assertEqual(self.successResultOf(self.client.put(b"k", b"v")), 5)
-        self.assertEqual(self.successResultOf(self.client.delete(b"k")), DeleteResult(6, 1))
-        self.assertEqual(self.successResultOf(self.client.delete_prefix(b"/p/")), DeleteResult(7, 1))
+        self.assertEqual(
+            self.successResultOf(self.client.delete(b"k")), DeleteResult(6, 1)
+        )
+        self.assertEqual(
+            self.successResultOf(self.client.delete_prefix(b"/p/")), DeleteResult(7, 1)
+        )
         result = self.successResultOf(
             self.client.txn(
                 [ModRevisionIs(b"a", 0), ValueIs(b"b", b"x")],
@@ -532,13 +583,28 @@ class EtcdClientTests(ClientTestsMixin, SynchronousTestCase):
             bodies[3],
             {
                 "compare": [
-                    {"key": b64(b"a"), "result": "EQUAL", "target": "MOD", "mod_revision": 0},
-                    {"key": b64(b"b"), "result": "EQUAL", "target": "VALUE", "value": b64(b"x")},
+                    {
+                        "key": b64(b"a"),
+                        "result": "EQUAL",
+                        "target": "MOD",
+                        "mod_revision": 0,
+                    },
+                    {
+                        "key": b64(b"b"),
+                        "result": "EQUAL",
+                        "target": "VALUE",
+                        "value": b64(b"x"),
+                    },
                 ],
                 "success": [
                     {"request_put": {"key": b64(b"a"), "value": b64(b"1")}},
                     {"request_delete_range": {"key": b64(b"b")}},
-                    {"request_delete_range": {"key": b64(b"/c/"), "range_end": b64(b"/c0")}},
+                    {
+                        "request_delete_range": {
+                            "key": b64(b"/c/"),
+                            "range_end": b64(b"/c0"),
+                        }
+                    },
                 ],
             },
         )
@@ -549,7 +615,9 @@ class EtcdClientTests(ClientTestsMixin, SynchronousTestCase):
         """
         self.gateway.answers["kv/txn"] = (200, {"header": header(4)})
         self.assertEqual(
-            self.successResultOf(self.client.txn([ModRevisionIs(b"a", 0)], [Put(b"a", b"1")])),
+            self.successResultOf(
+                self.client.txn([ModRevisionIs(b"a", 0)], [Put(b"a", b"1")])
+            ),
             TxnResult(False, 4),
         )
 
@@ -558,7 +626,9 @@ class EtcdClientTests(ClientTestsMixin, SynchronousTestCase):
         C{status} reports the member's version and the store's revision.
         """
         status = self.successResultOf(self.client.status())
-        self.assertEqual((status.version, status.revision, status.leader), ("3.5.1", 4, 2))
+        self.assertEqual(
+            (status.version, status.revision, status.leader), ("3.5.1", 4, 2)
+        )
 
     def test_rotates_on_refused_connection(self) -> None:
         """
@@ -618,7 +688,9 @@ class EtcdWatchTests(ClientTestsMixin, SynchronousTestCase):
         self.progress: list[int] = []
 
     def start(self, revision: int = 5) -> Any:
-        watch = self.client.watch(b"/hosts/", revision, self.batches.append, self.progress.append)
+        watch = self.client.watch(
+            b"/hosts/", revision, self.batches.append, self.progress.append
+        )
         self.traversal.flush()
         return watch
 
@@ -654,7 +726,9 @@ class EtcdWatchTests(ClientTestsMixin, SynchronousTestCase):
                 }
             },
         )
-        self.assertEqual(self.gateway.headers[-1][b"Grpc-Metadata-Hasleader"], [b"true"])
+        self.assertEqual(
+            self.gateway.headers[-1][b"Grpc-Metadata-Hasleader"], [b"true"]
+        )
 
     def test_split_events(self) -> None:
         """
@@ -665,7 +739,9 @@ class EtcdWatchTests(ClientTestsMixin, SynchronousTestCase):
         self.send(data[:7])
         self.send(data[7 : len(PUT_5) + 3])
         self.send(data[len(PUT_5) + 3 :])
-        self.assertEqual([b.events[0] for b in self.batches], [e.events[0] for e in EXPECTED[1:]])  # type: ignore[union-attr]
+        self.assertEqual(
+            [b.events[0] for b in self.batches], [e.events[0] for e in EXPECTED[1:]]
+        )  # type: ignore[union-attr]
         self.assertEqual(watch.next_revision, 7)
 
     def test_duplicates_dropped(self) -> None:
@@ -696,7 +772,9 @@ class EtcdWatchTests(ClientTestsMixin, SynchronousTestCase):
         watch = self.start(2)
         lost: list[Failure] = []
         self.gateway.watches[-1].notifyFinish().addErrback(lost.append)
-        self.send(line({"result": {"header": {}, "canceled": True, "compact_revision": "19"}}))
+        self.send(
+            line({"result": {"header": {}, "canceled": True, "compact_revision": "19"}})
+        )
         ended = self.successResultOf(watch.ended)
         self.assertEqual(
             ended, WatchEnded(EndReason.COMPACTED, 2, 19, None, "revision 2 compacted")
@@ -708,7 +786,17 @@ class EtcdWatchTests(ClientTestsMixin, SynchronousTestCase):
         An error in the stream ends the watch as ERROR, with etcd's error.
         """
         watch = self.start()
-        self.send(line({"error": {"grpc_code": 14, "http_code": 503, "message": "etcdserver: no leader"}}))
+        self.send(
+            line(
+                {
+                    "error": {
+                        "grpc_code": 14,
+                        "http_code": 503,
+                        "message": "etcdserver: no leader",
+                    }
+                }
+            )
+        )
         ended = self.successResultOf(watch.ended)
         self.assertEqual(ended.reason, EndReason.ERROR)
         self.assertEqual(ended.error, WatchError(14, "etcdserver: no leader"))
@@ -752,7 +840,9 @@ class EtcdWatchTests(ClientTestsMixin, SynchronousTestCase):
         self.gateway.watches[-1].finish()
         self.traversal.flush()
         ended = self.successResultOf(watch.ended)
-        self.assertEqual((ended.reason, ended.next_revision), (EndReason.CONNECTION_LOST, 6))
+        self.assertEqual(
+            (ended.reason, ended.next_revision), (EndReason.CONNECTION_LOST, 6)
+        )
 
     def test_cancel_streaming(self) -> None:
         """
@@ -783,9 +873,14 @@ class EtcdWatchTests(ClientTestsMixin, SynchronousTestCase):
         """
         A watch that etcd refuses with an HTTP error ends as ERROR.
         """
-        self.gateway.answers["watch"] = (503, {"error": "no leader", "code": 14, "message": "no leader"})
+        self.gateway.answers["watch"] = (
+            503,
+            {"error": "no leader", "code": 14, "message": "no leader"},
+        )
         ended = self.successResultOf(self.start().ended)
-        self.assertEqual((ended.reason, ended.error), (EndReason.ERROR, WatchError(14, "no leader")))
+        self.assertEqual(
+            (ended.reason, ended.error), (EndReason.ERROR, WatchError(14, "no leader"))
+        )
 
     def test_unreachable(self) -> None:
         """
@@ -793,7 +888,9 @@ class EtcdWatchTests(ClientTestsMixin, SynchronousTestCase):
         """
         self.agent.down.update({b"etcd1", b"etcd2"})
         ended = self.successResultOf(self.start(3).ended)
-        self.assertEqual((ended.reason, ended.next_revision), (EndReason.CONNECTION_LOST, 3))
+        self.assertEqual(
+            (ended.reason, ended.next_revision), (EndReason.CONNECTION_LOST, 3)
+        )
 
 
 class MemoryRouteStoreTests(SynchronousTestCase):
@@ -823,9 +920,15 @@ class MemoryRouteStoreTests(SynchronousTestCase):
             self.successResultOf(self.store.get_prefix(b"/h/")),
             Snapshot(4, [Entry(b"/h/a", b"1", 2), Entry(b"/h/b", b"2", 3)]),
         )
-        self.assertEqual(self.successResultOf(self.store.delete(b"/h/a")), DeleteResult(5, 1))
-        self.assertEqual(self.successResultOf(self.store.delete(b"/h/a")), DeleteResult(5, 0))
-        self.assertEqual(self.successResultOf(self.store.delete_prefix(b"/")), DeleteResult(6, 2))
+        self.assertEqual(
+            self.successResultOf(self.store.delete(b"/h/a")), DeleteResult(5, 1)
+        )
+        self.assertEqual(
+            self.successResultOf(self.store.delete(b"/h/a")), DeleteResult(5, 0)
+        )
+        self.assertEqual(
+            self.successResultOf(self.store.delete_prefix(b"/")), DeleteResult(6, 2)
+        )
         self.assertEqual(self.store.items(), {})
 
     def test_txn(self) -> None:
@@ -834,9 +937,14 @@ class MemoryRouteStoreTests(SynchronousTestCase):
         comparisons hold, else its failure operations.
         """
         ops = [Put(b"/h/a", b"1"), Put(b"/h/b", b"2")]
-        self.assertEqual(self.successResultOf(self.store.txn([ModRevisionIs(b"/h/a", 0)], ops)), TxnResult(True, 2))
         self.assertEqual(
-            self.successResultOf(self.store.txn([ValueIs(b"/h/a", b"9")], ops, [Delete(b"/h/b")])),
+            self.successResultOf(self.store.txn([ModRevisionIs(b"/h/a", 0)], ops)),
+            TxnResult(True, 2),
+        )
+        self.assertEqual(
+            self.successResultOf(
+                self.store.txn([ValueIs(b"/h/a", b"9")], ops, [Delete(b"/h/b")])
+            ),
             TxnResult(False, 3),
         )
         self.assertEqual(self.store.items(), {b"/h/a": b"1"})
@@ -880,8 +988,12 @@ class MemoryRouteStoreTests(SynchronousTestCase):
         """
         self.store.put(b"/h/a", b"1")
         self.store.compact(2)
-        ended = self.successResultOf(self.store.watch(b"/h/", 2, self.batches.append).ended)
-        self.assertEqual((ended.reason, ended.compact_revision), (EndReason.COMPACTED, 2))
+        ended = self.successResultOf(
+            self.store.watch(b"/h/", 2, self.batches.append).ended
+        )
+        self.assertEqual(
+            (ended.reason, ended.compact_revision), (EndReason.COMPACTED, 2)
+        )
 
     def test_callback_exception(self) -> None:
         """
@@ -904,12 +1016,16 @@ class MemoryRouteStoreTests(SynchronousTestCase):
         """
         watch = self.store.watch(b"/", 0, self.batches.append)
         self.store.disconnect()
-        self.assertEqual(self.successResultOf(watch.ended).reason, EndReason.CONNECTION_LOST)
+        self.assertEqual(
+            self.successResultOf(watch.ended).reason, EndReason.CONNECTION_LOST
+        )
         self.store.unavailable = True
         self.failureResultOf(self.store.put(b"/a", b"1"), EtcdUnavailable)
         self.failureResultOf(self.store.get_prefix(b"/"), EtcdUnavailable)
         late = self.store.watch(b"/", 0, self.batches.append)
-        self.assertEqual(self.successResultOf(late.ended).reason, EndReason.CONNECTION_LOST)
+        self.assertEqual(
+            self.successResultOf(late.ended).reason, EndReason.CONNECTION_LOST
+        )
 
     def test_progress_and_cancel(self) -> None:
         """

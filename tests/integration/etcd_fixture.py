@@ -25,7 +25,14 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["EtcdNotFound", "EtcdStartError", "EtcdMember", "EtcdCluster", "find_etcd", "free_port"]
+__all__ = [
+    "EtcdCluster",
+    "EtcdMember",
+    "EtcdNotFound",
+    "EtcdStartError",
+    "find_etcd",
+    "free_port",
+]
 
 #: Seconds to wait for a member to answer C{/health}.
 START_TIMEOUT = 20.0
@@ -222,7 +229,11 @@ class EtcdCluster:
     """
 
     def __init__(
-        self, binary: str, directory: Path, size: int = 3, extra_args: Sequence[str] = ()
+        self,
+        binary: str,
+        directory: Path,
+        size: int = 3,
+        extra_args: Sequence[str] = (),
     ) -> None:
         names = [f"m{i}" for i in range(size)]
         peers = {name: free_port() for name in names}

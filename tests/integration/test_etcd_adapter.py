@@ -4,8 +4,7 @@ L{revproxy.etcd.EtcdClient} against a real etcd (see C{etcd_fixture}).
 
 from __future__ import annotations
 
-import base64
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -47,10 +46,6 @@ class Connected:
 @pytest.fixture
 def connected(etcd: EtcdMember) -> Connected:
     return Connected([etcd.url])
-
-
-async def close_after(c: Connected) -> None:
-    await c.close()
 
 
 def connections_to(port: int) -> list[TCPClient]:
@@ -141,7 +136,9 @@ async def test_txn_atomic(connected: Connected) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_watch_put_delete_in_order(etcd: EtcdMember, connected: Connected) -> None:
+async def test_watch_put_delete_in_order(
+    etcd: EtcdMember, connected: Connected
+) -> None:
     """
     A watch receives PUT and DELETE events in order, with their revisions,
     and its cancel closes the stream and leaves no timer behind.
@@ -234,7 +231,9 @@ async def test_watch_compacted(etcd: EtcdMember, connected: Connected) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_watch_ends_when_etcd_stops(etcd: EtcdMember, connected: Connected) -> None:
+async def test_watch_ends_when_etcd_stops(
+    etcd: EtcdMember, connected: Connected
+) -> None:
     """
     A watch ends as CONNECTION_LOST when etcd stops, and a new one from its
     next revision sees the changes made after etcd came back.
@@ -251,7 +250,9 @@ async def test_watch_ends_when_etcd_stops(etcd: EtcdMember, connected: Connected
         etcd.start()
         second = await c.put(b"/hosts/b", b"2")
         seen: list[WatchEvent] = []
-        again = c.watch(b"/hosts/", ended.next_revision, lambda b: seen.extend(b.events))
+        again = c.watch(
+            b"/hosts/", ended.next_revision, lambda b: seen.extend(b.events)
+        )
         await wait_for(lambda: len(seen) >= 1)
         assert [(e.key, e.mod_revision) for e in seen] == [(b"/hosts/b", second)]
         again.cancel()
@@ -275,7 +276,3 @@ async def test_endpoint_rotation(etcd: EtcdMember) -> None:
         assert connected.client.api_prefix(dead) is None
     finally:
         await connected.close()
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
