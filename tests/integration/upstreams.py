@@ -10,35 +10,52 @@ offers the handlers the tests need: L{echo}, L{sized}, L{generated},
 L{delayed}, L{chunked}, L{raw} (malformed responses).  The server counts
 the TCP connections it accepts and loses, so tests can check pooling and
 cancellation.
+
+L{HTTPClient} is the other end: a strict HTTP/1.1 client that checks the
+framing of each response byte by byte.  L{ProxyProcess} runs the proxy itself as a C{twistd} subprocess, for the
+tests whose point is the process (its memory, its exit, its signals).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 
 from twisted.internet import reactor as _globalReactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.interfaces import IListeningPort, IPullProducer
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 __all__ = [
-    "UpstreamRequest",
-    "UpstreamConnection",
-    "UpstreamServer",
+    "HTTPClient",
     "Handler",
-    "echo",
-    "sized",
-    "generated",
-    "delayed",
+    "ProtocolError",
+    "ProxyProcess",
+    "Response",
+    "UpstreamConnection",
+    "UpstreamRequest",
+    "UpstreamServer",
     "chunked",
-    "raw",
     "closeWhenIdle",
+    "delayed",
+    "echo",
+    "generated",
+    "raw",
+    "request",
+    "sized",
 ]
 
 
@@ -200,11 +217,6 @@ class UpstreamConnection(Protocol):
         self.server.reactor.callLater(0, self._next)
 
 
-@implementer(IListeningPort)
-class _Nothing:
-    pass
-
-
 class UpstreamServer:
     """
     A test upstream on 127.0.0.1, port 0.
@@ -271,7 +283,9 @@ def echo(conn: UpstreamConnection, request: UpstreamRequest) -> None:
             "headers": [
                 [n.decode("latin-1"), v.decode("latin-1")] for n, v in request.headers
             ],
-            "body": request.body.decode("latin-1") if len(request.body) < 4096 else None,
+            "body": request.body.decode("latin-1")
+            if len(request.body) < 4096
+            else None,
             "bodyLength": len(request.body),
             "bodySha256": hashlib.sha256(request.body).hexdigest(),
             "port": conn.server.port,
@@ -307,7 +321,9 @@ class _Generator:
         conn = self._conn
         if self._left <= 0 or conn.transport is None:
             return
-        piece = self.PIECE if self._left >= len(self.PIECE) else self.PIECE[: self._left]
+        piece = (
+            self.PIECE if self._left >= len(self.PIECE) else self.PIECE[: self._left]
+        )
         self._left -= len(piece)
         conn.server.bytesWritten += len(piece)
         conn.transport.write(piece)
@@ -392,3 +408,262 @@ def closeWhenIdle(answered: int = 1, then: Handler = echo) -> Handler:
         then(conn, request)
 
     return handle
+
+
+# -- a strict client ----------------------------------------------------------
+
+
+@dataclass
+class Response:
+    code: int
+    reason: bytes
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    rawHead: bytes
+    framing: str  # "length", "chunked", "close" or "none"
+
+    def header(self, name: bytes) -> list[bytes]:
+        lname = name.lower()
+        return [v for n, v in self.headers if n.lower() == lname]
+
+    def json(self) -> dict:
+        return json.loads(self.body)
+
+
+class ProtocolError(Exception):
+    pass
+
+
+class HTTPClient(Protocol):
+    """
+    A strict HTTP/1.1 client over one connection: requests are given as raw
+    bytes and answered in order; any byte that does not fit the framing
+    fails the waiting request.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._waiting: list[tuple[Deferred[Response], bool]] = []
+        self._current: dict | None = None
+        self.closed: Deferred[None] = Deferred()
+        self.isClosed = False
+
+    def send(
+        self, data: bytes, head: bool = False, timeout: float = 10
+    ) -> Deferred[Response]:
+        d: Deferred[Response] = Deferred()
+        self._waiting.append((d, head))
+        self.transport.write(data)
+        return d.addTimeout(timeout, _globalReactor)
+
+    def get(self, target: bytes, host: bytes, *lines: bytes) -> Deferred[Response]:
+        return self.send(request(b"GET", target, host, *lines))
+
+    def dataReceived(self, data: bytes) -> None:
+        self._buffer += data
+        try:
+            self._parse()
+        except ProtocolError as e:
+            self._failAll(Failure(e))
+            self.transport.abortConnection()
+
+    def _parse(self) -> None:
+        while self._buffer:
+            if not self._waiting:
+                raise ProtocolError(
+                    f"bytes with no request waiting: {self._buffer[:200]!r}"
+                )
+            if self._current is None:
+                end = self._buffer.find(b"\r\n\r\n")
+                if end < 0:
+                    return
+                head, self._buffer = self._buffer[:end], self._buffer[end + 4 :]
+                lines = head.split(b"\r\n")
+                if not lines[0].startswith(b"HTTP/1.1 "):
+                    raise ProtocolError(f"bad status line {lines[0][:200]!r}")
+                code = int(lines[0][9:12])
+                headers = []
+                for line in lines[1:]:
+                    name, sep, value = line.partition(b":")
+                    if not sep:
+                        raise ProtocolError(f"bad header line {line!r}")
+                    headers.append((name, value.strip()))
+                r = Response(code, lines[0][13:], headers, b"", head, "")
+                if 100 <= code < 200:
+                    continue
+                te = r.header(b"transfer-encoding")
+                cl = r.header(b"content-length")
+                if te and cl:
+                    raise ProtocolError("both Transfer-Encoding and Content-Length")
+                isHead = self._waiting[0][1]
+                if isHead or code in (204, 304):
+                    r.framing = "none"
+                    self._done(r)
+                    continue
+                if te:
+                    if te != [b"chunked"]:
+                        raise ProtocolError(f"Transfer-Encoding {te!r}")
+                    r.framing = "chunked"
+                    self._current = {"r": r, "left": None}
+                elif cl:
+                    if len(cl) != 1:
+                        raise ProtocolError(f"Content-Length {cl!r}")
+                    r.framing = "length"
+                    self._current = {"r": r, "left": int(cl[0])}
+                    if int(cl[0]) == 0:
+                        self._current = None
+                        self._done(r)
+                else:
+                    r.framing = "close"
+                    self._current = {"r": r, "left": -1}
+                continue
+            cur = self._current
+            r = cur["r"]
+            if r.framing == "length":
+                take = self._buffer[: cur["left"]]
+                self._buffer = self._buffer[len(take) :]
+                r.body += take
+                cur["left"] -= len(take)
+                if cur["left"] == 0:
+                    self._current = None
+                    self._done(r)
+                continue
+            if r.framing == "close":
+                r.body += self._buffer
+                self._buffer = b""
+                return
+            # chunked
+            eol = self._buffer.find(b"\r\n")
+            if eol < 0:
+                return
+            size = int(self._buffer[:eol].split(b";")[0], 16)
+            if size == 0:
+                end = self._buffer.find(b"\r\n\r\n", eol)
+                if self._buffer[eol : eol + 4] == b"\r\n\r\n":
+                    self._buffer = self._buffer[eol + 4 :]
+                elif end >= 0:
+                    self._buffer = self._buffer[end + 4 :]
+                else:
+                    return
+                self._current = None
+                self._done(r)
+                continue
+            if len(self._buffer) < eol + 2 + size + 2:
+                return
+            r.body += self._buffer[eol + 2 : eol + 2 + size]
+            if self._buffer[eol + 2 + size : eol + 4 + size] != b"\r\n":
+                raise ProtocolError("chunk not followed by CRLF")
+            self._buffer = self._buffer[eol + 4 + size :]
+
+    def _done(self, r: Response) -> None:
+        d, _ = self._waiting.pop(0)
+        d.callback(r)
+
+    def _failAll(self, f: Failure) -> None:
+        waiting, self._waiting = self._waiting, []
+        for d, _ in waiting:
+            d.errback(f)
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self.isClosed = True
+        if self._current is not None and self._current["r"].framing == "close":
+            r = self._current["r"]
+            self._current = None
+            self._done(r)
+        self._failAll(Failure(ProtocolError(f"connection closed: {reason.value}")))
+        self.closed.callback(None)
+
+
+def request(
+    method: bytes, target: bytes, host: bytes, *lines: bytes, body: bytes | None = None
+) -> bytes:
+    """
+    The bytes of a request; C{lines} are extra header lines.
+    """
+    head = [method + b" " + target + b" HTTP/1.1", b"Host: " + host, *lines]
+    if body is not None:
+        head.append(b"Content-Length: %d" % len(body))
+    return b"\r\n".join(head) + b"\r\n\r\n" + (body or b"")
+
+
+# -- the proxy as a process ---------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+"""The checkout: twistd runs from here, so C{revproxy} is this tree's."""
+
+TWISTD = [
+    sys.executable,
+    "-c",
+    (
+        "import sys; sys.argv[0] = 'twistd'; "
+        "from twisted.scripts.twistd import run; run()"
+    ),
+]
+"""C{twistd} for this interpreter.  (C{python -m twisted.scripts.twistd}
+does nothing: that module has no C{__main__} block.)"""
+
+
+class ProxyProcess:
+    """
+    C{twistd -n revproxy ARGS} in a subprocess, its output in a file.
+    """
+
+    def __init__(self, args: list[str], outputDir: Path) -> None:
+        self.output = outputDir / "twistd.log"
+        self._file = open(self.output, "wb")  # noqa: SIM115 -- closed by kill()
+        self.process = subprocess.Popen(
+            TWISTD + ["-n", "--pidfile=", "revproxy", *args],
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=self._file,
+            stderr=subprocess.STDOUT,
+        )
+        self.pid = self.process.pid
+
+    def text(self) -> str:
+        return self.output.read_bytes().decode("utf-8", "replace")
+
+    async def listeningPort(self, timeout: float = 15.0) -> int:
+        """
+        The port the proxy logged it listens on ("ProxySite starting on N").
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            match = re.search(r"starting on (\d+)", self.text())
+            if match:
+                return int(match.group(1))
+            if self.process.poll() is not None:
+                break
+            await deferLater(_globalReactor, 0.05, lambda: None)
+        raise AssertionError(f"the proxy did not start listening:\n{self.text()}")
+
+    async def exitCode(self, timeout: float) -> int | None:
+        """
+        Wait at most C{timeout} seconds for the process to exit; its exit
+        code, or L{None} if it is still running.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            code = self.process.poll()
+            if code is not None:
+                return code
+            await deferLater(_globalReactor, 0.05, lambda: None)
+        return self.process.poll()
+
+    def rss(self) -> int:
+        """
+        The process's resident set size, in bytes.
+        """
+        status = Path(f"/proc/{self.pid}/status").read_text()
+        match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
+        assert match is not None, status
+        return int(match.group(1)) * 1024
+
+    def kill(self) -> None:
+        """
+        Kill the process (by its pid) if it still runs, and reap it.
+        """
+        if self.process.poll() is None:
+            os.kill(self.pid, signal.SIGKILL)
+            self.process.wait(10)
+        self._file.close()
