@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import IService, MultiService
+from twisted.application.service import IService, MultiService, Service
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.python import usage
@@ -105,6 +105,10 @@ class Options(usage.Options):
         ["upstream", None, None, "Single-host mode: send every request to URL."],
         ["etcd", None, None, "etcd endpoints to load routes from: URL[,URL...]."],
         ["prefix", None, "/hosts/", "etcd key prefix of the routes."],
+        ["etcd-timeout", None, "5", "Seconds an etcd request may take before the next endpoint is tried."],
+        ["etcd-backoff", None, "0.5", "First delay, in seconds, before reconnecting to etcd; doubles up to --etcd-backoff-max."],
+        ["etcd-backoff-max", None, "30", "Longest delay, in seconds, between etcd reconnection attempts."],
+        ["etcd-probe-interval", None, "5", "Seconds between liveness probes of the etcd endpoint in use."],
         ["connect-timeout", None, "5", "Seconds to connect to an upstream."],
         ["timeout", None, "60", "Seconds to wait for an upstream's response headers."],
         ["drain-timeout", None, "10", "Seconds to let requests finish on shutdown."],
@@ -160,7 +164,8 @@ class Options(usage.Options):
                 f"(choose from {', '.join(POLICIES)})"
             )
         for name in ("connect-timeout", "timeout", "drain-timeout", "idle-timeout",
-                     "pool-idle-timeout"):
+                     "pool-idle-timeout", "etcd-timeout", "etcd-backoff",
+                     "etcd-backoff-max", "etcd-probe-interval"):
             self[name] = _seconds(f"--{name}", self[name])
         self["pool-size"] = _count("--pool-size", self["pool-size"])
         if self["upstream"] is not None:
@@ -181,12 +186,14 @@ class Options(usage.Options):
             self["prefix"] = prefix + "/"
         if self["etcd"] is not None:
             self["etcd"] = parse_etcd_endpoints(self["etcd"])
+            if self["routes"]:
+                raise usage.UsageError(
+                    "--etcd: routes come from etcd; --route cannot be combined with it"
+                )
+        elif not self["routes"]:
             raise usage.UsageError(
-                "--etcd: routes from etcd are not available in this version yet; "
-                "use --route or --upstream"
+                "no routes: give --route HOST=UPSTREAM, --upstream URL or --etcd URL"
             )
-        if not self["routes"]:
-            raise usage.UsageError("no routes: give --route HOST=UPSTREAM or --upstream URL")
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
 
@@ -225,6 +232,55 @@ class ProxySite(Site):
         """
 
 
+def _etcdServices(options: Options | dict[str, Any], resolver: RouteResolver,
+                  reactor: Any) -> IService:
+    """
+    The etcd client and the route sync that feeds C{resolver}.
+    """
+    # Imported here: the adapter imports txaioetcd, which is slow to import,
+    # and only an --etcd proxy needs it.
+    from treq.client import HTTPClient
+    from twisted.web.client import Agent, HTTPConnectionPool
+
+    from revproxy import etcd
+    from revproxy.sync import EtcdRouteSync
+
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    agent = Agent(reactor, connectTimeout=options["etcd-timeout"], pool=pool)
+    store = etcd.EtcdClient(
+        reactor, options["etcd"], HTTPClient(agent), timeout=options["etcd-timeout"]
+    )
+    services = MultiService()
+    services.setName("etcd")
+    _ConnectionPoolCloser(pool).setServiceParent(services)
+    EtcdRouteSync(
+        store,
+        etcd,
+        resolver,
+        options["prefix"],
+        reactor,
+        backoffInitial=options["etcd-backoff"],
+        backoffMax=options["etcd-backoff-max"],
+        probeInterval=options["etcd-probe-interval"],
+    ).setServiceParent(services)
+    return services
+
+
+class _ConnectionPoolCloser(Service):
+    """
+    Closes the etcd client's idle connections on shutdown.
+    """
+
+    name = "etcd-connections"
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+
+    def stopService(self) -> Any:
+        super().stopService()
+        return self._pool.closeCachedConnections()
+
+
 def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IService:
     """
     Build the proxy's service tree: the route resolver, the upstream pool,
@@ -236,10 +292,16 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         reactor = _reactor
     root = MultiService()
     balancer = policy_factory(options["balance"])
-    resolver = RouteResolver(
-        RouteTable.from_mapping(options["routes"], balancer), balancer
-    )
+    if options["etcd"]:
+        # No table until etcd answers: every request gets a 503 until then.
+        resolver = RouteResolver(None, balancer)
+    else:
+        resolver = RouteResolver(
+            RouteTable.from_mapping(options["routes"], balancer), balancer
+        )
     resolver.setServiceParent(root)
+    if options["etcd"]:
+        _etcdServices(options, resolver, reactor).setServiceParent(root)
     pool = UpstreamPool(
         reactor,
         connectTimeout=options["connect-timeout"],

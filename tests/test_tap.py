@@ -89,6 +89,10 @@ class OptionsTests(SynchronousTestCase):
             (["--route", "a=h:1", "--route", "A=h:2"], "--route"),
             (["--upstream", "h:1", "--route", "a=h:1"], "--upstream"),
             (["--etcd", "ftp://x"], "--etcd"),
+            (["--etcd", "h:1,"], "--etcd"),
+            (["--etcd", "http://h:1/path"], "--etcd"),
+            (["--etcd", "h:1", "--etcd-probe-interval", "0"], "--etcd-probe-interval"),
+            (["--etcd", "h:1", "--etcd-backoff-max", "x"], "--etcd-backoff-max"),
             (["--route", "a=h:1", "--prefix", "hosts"], "--prefix"),
             ([], "--route"),
         ]
@@ -99,14 +103,20 @@ class OptionsTests(SynchronousTestCase):
             self.assertIn(option, message, argv)
             self.assertNotIn("\n", message, argv)
 
-    def test_etcdValidated(self) -> None:
+    def test_etcd(self) -> None:
         """
-        --etcd endpoints are validated; until the etcd source exists a valid
-        value is refused with a clear message instead of serving 503s.
+        --etcd takes a comma-separated list of endpoints, normalized to URLs;
+        it needs no --route.
         """
-        with self.assertRaises(UsageError) as cm:
-            _parse("--etcd", "http://127.0.0.1:2379,127.0.0.1:22379")
-        self.assertIn("not available", str(cm.exception))
+        o = _parse("--etcd", "http://127.0.0.1:2379,127.0.0.1:22379")
+        self.assertEqual(o["etcd"], ["http://127.0.0.1:2379", "http://127.0.0.1:22379"])
+        self.assertEqual(o["routes"], {})
+
+    def test_etcdWithRoute(self) -> None:
+        """
+        Static routes and etcd routes are not mixed.
+        """
+        self.assertRaises(UsageError, _parse, "--etcd", "h:1", "--route", "a=h:1")
 
     def test_prefixSlash(self) -> None:
         """
@@ -168,6 +178,16 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertIn("cannot listen on tcp:3000", message)
         self.assertIn("Address already in use", message)
         self.assertNotIn("\n", message)
+
+    def test_etcdTree(self) -> None:
+        """
+        With --etcd the tree also holds the etcd sync, and no table is
+        loaded until etcd answers.
+        """
+        service, reactor = self._service("--etcd", "http://127.0.0.1:2379")
+        etcd = service.getServiceNamed("etcd")
+        self.assertEqual([s.name for s in etcd], ["etcd-connections", "etcd-sync"])  # type: ignore[attr-defined]
+        self.assertIsNone(service.getServiceNamed("route-resolver").table)  # type: ignore[attr-defined]
 
     def test_balance(self) -> None:
         """
