@@ -267,7 +267,7 @@ class EtcdRouteSync(Service):
             key = rawKey.decode("utf-8")
         except UnicodeDecodeError:
             key = rawKey.decode("utf-8", "backslashreplace")
-            self._skip(key, skipped, "the key is not UTF-8")
+            self._skip(key, skipped, f"key {key!r} is not UTF-8")
             return touched
         try:
             host, upstream = parse_route_key(key, self.prefix, value)
@@ -281,7 +281,7 @@ class EtcdRouteSync(Service):
 
     def _skip(self, key: str, skipped: set[str], why: str) -> None:
         if key not in self.skipped:
-            log.warn("etcd: skipping route key {key!r}: {why}", key=key, why=why)
+            log.warn("etcd: skipping route {why}", key=key, why=why)
         skipped.add(key)
 
     def _delete(self, rawKey: bytes) -> set[str]:

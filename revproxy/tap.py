@@ -245,7 +245,11 @@ def _etcdServices(options: Options | dict[str, Any], resolver: RouteResolver,
     from revproxy import etcd
     from revproxy.sync import EtcdRouteSync
 
-    pool = HTTPConnectionPool(reactor, persistent=True)
+    class QuietPool(HTTPConnectionPool):
+        class _factory(HTTPConnectionPool._factory):  # type: ignore[name-defined]
+            noisy = False
+
+    pool = QuietPool(reactor, persistent=True)
     agent = Agent(reactor, connectTimeout=options["etcd-timeout"], pool=pool)
     store = etcd.EtcdClient(
         reactor, options["etcd"], HTTPClient(agent), timeout=options["etcd-timeout"]
