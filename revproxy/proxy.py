@@ -408,8 +408,10 @@ class _Forward:
                 request.unregisterProducer()
         if self._done:
             return
-        self._finish(request.code)
+        # Finish the response before accounting for it: the end of the last
+        # request in flight lets a drain close the client connections.
         request.finish()
+        self._finish(request.code)
 
     def exchangeFailed(self, reason: Failure, responseBytes: bool) -> None:
         conn = self._conn

@@ -18,6 +18,8 @@ from twisted.internet.error import CannotListenError
 from twisted.python import usage
 from twisted.web.server import Site
 
+from revproxy.server import ProxySite
+
 from revproxy.accesslog import AccessLogger
 from revproxy.balancing import POLICIES, policy_factory
 from revproxy.drain import DrainService
@@ -32,7 +34,7 @@ from revproxy.routes import (
 )
 from revproxy.upstream import UpstreamPool
 
-__all__ = ["Options", "makeService", "ProxySite"]
+__all__ = ["Options", "makeService", "Listener"]
 
 DEFAULT_LISTEN = "tcp:8080"
 
@@ -217,21 +219,6 @@ class Listener(StreamServerEndpointService):
             raise SystemExit(f"revproxy: cannot listen on {self.description}: {e}")
 
 
-class ProxySite(Site):
-    """
-    The HTTP server of the proxy: no tracebacks to clients, no factory
-    chatter in the log.
-    """
-
-    noisy = False
-    displayTracebacks = False
-
-    def log(self, request: object) -> None:
-        """
-        Nothing: the proxy writes its own access log, with the upstream.
-        """
-
-
 def _etcdServices(options: Options | dict[str, Any], resolver: RouteResolver,
                   reactor: Any) -> IService:
     """
@@ -246,7 +233,7 @@ def _etcdServices(options: Options | dict[str, Any], resolver: RouteResolver,
     from revproxy.sync import EtcdRouteSync
 
     class QuietPool(HTTPConnectionPool):
-        class _factory(HTTPConnectionPool._factory):  # type: ignore[name-defined]
+        class _factory(HTTPConnectionPool._factory):  # type: ignore[name-defined,misc,valid-type]
             noisy = False
 
     pool = QuietPool(reactor, persistent=True)
@@ -322,7 +309,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
     )
     site = ProxySite(resource, reactor=reactor)
     site.timeOut = options["idle-timeout"]
-    DrainService(resource, reactor, options["drain-timeout"]).setServiceParent(root)
+    DrainService(resource, site, reactor, options["drain-timeout"]).setServiceParent(root)
     for description in options["listen"]:
         Listener(description, site, reactor).setServiceParent(root)
     return root

@@ -17,7 +17,7 @@ from twisted.web.proxy import ReverseProxyResource
 from revproxy.proxy import RoutingProxyResource, _origin_form, join_path
 from revproxy.resolver import RouteResolver
 from revproxy.routes import RouteTable, parse_upstream
-from revproxy.tap import ProxySite
+from revproxy.server import ProxySite
 from revproxy.upstream import UpstreamConnection, UpstreamPool
 from tests.fakes import AbortableTransport, FakeEndpoint
 
