@@ -332,15 +332,12 @@ class _Forward:
             conn.abort()
             return
         self._conn = conn
-        body = self._body
-        if body is not None and not isinstance(body, bytes):
-            body.seek(0)
         self._timer = self._resource.reactor.callLater(
             self._resource.responseTimeout, self._timedOut
         )
         conn.send(
             self._head(self._upstream),  # type: ignore[arg-type]
-            body,
+            self._body,
             self,
             self._request.method == b"HEAD",
         )

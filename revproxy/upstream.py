@@ -21,6 +21,8 @@ socket's worth in the proxy.
 
 from __future__ import annotations
 
+import io
+import os
 from collections.abc import Callable
 from typing import IO
 from typing import Protocol as TypingProtocol
@@ -118,28 +120,44 @@ class _BodySender:
     """
     Writes a spooled request body to a transport, one chunk each time the
     transport asks for more.
+
+    It reads through a file descriptor of its own (a C{dup} of the spool's,
+    read with C{pread}), or a copy of an in-memory spool: Twisted closes the
+    request's spool when the response is finished, and an upstream that
+    answers early may still be reading the rest of the body then.
     """
 
     def __init__(self, connection: UpstreamConnection, body: IO[bytes]) -> None:
         self._connection = connection
-        self._body = body
-        start = body.tell()
-        body.seek(0, 2)
-        self._remaining = body.tell() - start
-        body.seek(start)
+        self._offset = 0
+        self._fd = -1
+        self._data = b""
+        try:
+            fd = body.fileno()
+        except (OSError, AttributeError, io.UnsupportedOperation):
+            body.seek(0)
+            self._data = body.read()
+            self._remaining = len(self._data)
+        else:
+            self._fd = os.dup(fd)
+            self._remaining = os.fstat(self._fd).st_size
 
     def resumeProducing(self) -> None:
         conn = self._connection
-        if conn.transport is None or conn._exchange is None:
+        if conn.transport is None or conn._sender is not self:
             return
-        try:
-            data = self._body.read(min(BODY_CHUNK, self._remaining))
-        except (OSError, ValueError):
-            # The client went away and its spool was closed.
-            conn.abort()
-            return
+        n = min(BODY_CHUNK, self._remaining)
+        if self._fd >= 0:
+            try:
+                data = os.pread(self._fd, n, self._offset)
+            except OSError:
+                conn.abort()
+                return
+        else:
+            data = self._data[self._offset : self._offset + n]
         if data:
             conn.transport.write(data)
+        self._offset += len(data)
         self._remaining -= len(data)
         if self._remaining <= 0 or not data:
             # Done as soon as the last byte is written, not when the
@@ -148,15 +166,17 @@ class _BodySender:
             conn._stopSendingBody()
 
     def stopProducing(self) -> None:
-        self._body = _EMPTY
+        self.close()
 
-
-class _Empty:
-    def read(self, n: int) -> bytes:
-        return b""
-
-
-_EMPTY: IO[bytes] = _Empty()  # type: ignore[assignment]
+    def close(self) -> None:
+        """
+        Release the file descriptor.
+        """
+        self._remaining = 0
+        self._data = b""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 # Parser states.
 _IDLE = 0
@@ -194,6 +214,7 @@ class UpstreamConnection(Protocol):
         self.reused = False
         self.connected = False
         self._paused = False
+        self._releaseAfterBody = False
         self._closeWaiters: list[Deferred[None]] = []
 
     def whenClosed(self) -> Deferred[None]:
@@ -236,10 +257,15 @@ class UpstreamConnection(Protocol):
             transport.registerProducer(self._sender, False)  # type: ignore[attr-defined]
 
     def _stopSendingBody(self) -> None:
-        if self._sender is not None:
+        sender = self._sender
+        if sender is not None:
             self._sender = None
+            sender.close()
             if self.transport is not None:
                 self.transport.unregisterProducer()  # type: ignore[attr-defined]
+                if self._releaseAfterBody:
+                    self._releaseAfterBody = False
+                    self._release()
 
     # -- flow control, used by the exchange ------------------------------
 
@@ -266,6 +292,7 @@ class UpstreamConnection(Protocol):
         """
         self._exchange = None
         self._keepAlive = False
+        self._releaseAfterBody = False
         if self.transport is not None:
             self.transport.abortConnection()  # type: ignore[attr-defined]
 
@@ -480,22 +507,29 @@ class UpstreamConnection(Protocol):
         exchange = self._exchange
         self._exchange = None
         self._state = _IDLE
-        if self._sender is not None:
-            # The upstream answered before it read the whole body.
-            self._stopSendingBody()
-            self._keepAlive = False
         # A connection paused for a slow client may end its response while
         # paused: it must read again before it serves anyone else.
         self.resumeReading()
-        # Back to the pool first, so that the client's next (pipelined)
-        # request, which responseEnded may start, can reuse it.
-        if self._keepAlive and self.transport is not None:
-            self.reused = True
-            self._pool._release(self)
+        if self._sender is not None and self._keepAlive:
+            # The upstream answered before it read the whole body and keeps
+            # the connection open, so it reads and discards the rest (as
+            # nginx's `return` does): finish sending it, then the connection
+            # can be reused.
+            self._releaseAfterBody = True
+        elif self._keepAlive and self.transport is not None:
+            # Back to the pool before the exchange hears of the end, so that
+            # the client's next (pipelined) request, which responseEnded may
+            # start, can reuse it.
+            self._release()
         elif self.transport is not None:
+            self._stopSendingBody()
             self.transport.loseConnection()
         if exchange is not None:
             exchange.responseEnded()
+
+    def _release(self) -> None:
+        self.reused = True
+        self._pool._release(self)
 
     def _fail(self, reason: Failure) -> None:
         exchange = self._exchange
@@ -505,7 +539,9 @@ class UpstreamConnection(Protocol):
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.connected = False
-        self._sender = None
+        if self._sender is not None:
+            self._sender.close()
+            self._sender = None
         self._pool._lost(self)
         waiters, self._closeWaiters = self._closeWaiters, []
         for d in waiters:

@@ -352,18 +352,75 @@ class SendTests(SynchronousTestCase):
         self.assertFalse(transport.disconnecting)
         self.assertEqual(h.pool.idleCount(), 1)
 
-    def test_earlyResponseStopsBody(self) -> None:
+    def test_earlyResponseKeepAlive(self) -> None:
         """
-        A response that ends before the body is sent stops the body and
-        closes the connection instead of pooling it.
+        A response that ends before the body is sent, on a connection the
+        upstream keeps open, ends the exchange at once; the rest of the body
+        is still sent (the upstream discards it) and then the connection
+        goes back to the pool.
         """
         h, conn, transport = self._conn()
         ex = RecordingExchange()
         conn.send(b"H\r\n\r\n", io.BytesIO(b"x" * BODY_CHUNK * 3), ex, False)
-        conn.dataReceived(b"HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\n\r\n")
+        conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.assertTrue(ex.ended)
+        self.assertEqual(h.pool.idleCount(), 0)
+        producer = transport.producer
+        for _ in range(3):
+            producer.resumeProducing()
+        self.assertIsNone(transport.producer)
+        self.assertEqual(len(transport.value()), 5 + BODY_CHUNK * 3)
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(h.pool.idleCount(), 1)
+
+    def test_spoolClosedWhileSending(self) -> None:
+        """
+        A body spooled to a file is still sent whole after the request's
+        spool is closed (Twisted closes it when the response is finished),
+        and the sender's own descriptor is closed at the end.
+        """
+        import tempfile
+
+        h, conn, transport = self._conn()
+        spool = tempfile.TemporaryFile()
+        data = bytes(range(256)) * (BODY_CHUNK // 128)
+        spool.write(data)
+        spool.seek(0)
+        conn.send(b"H\r\n\r\n", spool, RecordingExchange(), False)
+        sender = transport.producer
+        spool.close()
+        while transport.producer is not None:
+            transport.producer.resumeProducing()
+        self.assertEqual(transport.value(), b"H\r\n\r\n" + data)
+        self.assertEqual(sender._fd, -1)
+
+    def test_earlyResponseClose(self) -> None:
+        """
+        A response that ends before the body is sent and closes the
+        connection stops the body and closes our side too.
+        """
+        h, conn, transport = self._conn()
+        ex = RecordingExchange()
+        conn.send(b"H\r\n\r\n", io.BytesIO(b"x" * BODY_CHUNK * 3), ex, False)
+        conn.dataReceived(
+            b"HTTP/1.1 413 Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        )
         self.assertTrue(ex.ended)
         self.assertIsNone(transport.producer)
         self.assertTrue(transport.disconnecting)
+        self.assertEqual(h.pool.idleCount(), 0)
+
+    def test_earlyResponseThenAbort(self) -> None:
+        """
+        An abort while the rest of the body is being sent drops the
+        connection instead of pooling it.
+        """
+        h, conn, transport = self._conn()
+        conn.send(b"H\r\n\r\n", io.BytesIO(b"x" * BODY_CHUNK * 3), RecordingExchange(), False)
+        conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        conn.abort()
+        self.assertTrue(transport.aborted)
+        transport.reportLost()
         self.assertEqual(h.pool.idleCount(), 0)
 
 
