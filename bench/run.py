@@ -5,6 +5,7 @@ it, interleaved over several runs, and reports medians as a table and JSON.
 
     python bench/run.py                   # 3 runs of 10 s per load scenario
     python bench/run.py --smoke           # under a minute; what CI runs
+    python bench/run.py --scenario etcd   # routes in a real etcd (bench/etcd_bench.py)
     python bench/run.py --proxy-cmd "python bench/standin_proxy.py --port {port} --route {route}"
 
 See bench/README.rst for how to read the figures.
@@ -31,6 +32,7 @@ from typing import Any, Iterator
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import clients  # noqa: E402
+import etcd_bench  # noqa: E402
 import nginx  # noqa: E402
 import wrk  # noqa: E402
 from processes import (  # noqa: E402
@@ -268,12 +270,35 @@ def _answers(port: int) -> bool:
         return False
 
 
-def etcdScenarios(bench: Bench) -> list[dict[str, Any]]:
+def etcdScenarios(bench: Bench, smoke: bool) -> list[dict[str, Any]]:
     """
-    Hook for the scenarios that need etcd (route changes under load, watch
-    reconnects): they come with the etcd issue.
+    The C{etcd} scenario (see bench/etcd_bench.py): initial load, memory per
+    host, change-to-effect latency and the cost of one event; small in
+    C{--smoke}. It needs C{twistd revproxy} and an etcd binary: without
+    them it is recorded as skipped, with the reason.
     """
-    return []
+    record: dict[str, Any] = {"run": 1, "scenario": "etcd", "target": "revproxy"}
+    if bench.settings.proxyCommand != REVPROXY_CMD:
+        record["skipped"] = "needs twistd revproxy from this tree (not --proxy-cmd or STAND-IN)"
+        return [record]
+    try:
+        etcd_bench.findEtcd()
+    except Exception as e:
+        record["skipped"] = f"no etcd binary ({e})"
+        return [record]
+    settings = etcd_bench.EtcdSettings.smoke() if smoke else etcd_bench.EtcdSettings.full()
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    try:
+        figures = etcd_bench.EtcdScenario(bench, settings, say).run()
+        figures["verdicts"] = etcd_bench.verdicts(figures)
+        record["figures"] = figures
+    except Exception as e:
+        record["error"] = f"{type(e).__name__}: {e}"
+        say(f"run 1 etcd revproxy: {record['error']}")
+    return [record]
 
 
 def revproxyPluginListed() -> bool:
@@ -371,9 +396,10 @@ def summarise(measurements: list[dict[str, Any]]) -> dict[str, dict[str, dict[st
     return summary
 
 
-def table(summary: dict[str, dict[str, dict[str, Any]]]) -> str:
+def table(summary: dict[str, dict[str, dict[str, Any]]], etcdRecords: list[dict[str, Any]]) -> str:
     """
-    The summary as plain-text tables, one per scenario kind.
+    The summary as plain-text tables, one per scenario kind, then the etcd
+    scenario's figures.
     """
     out: list[str] = []
     for kind, columns in COLUMNS.items():
@@ -392,6 +418,8 @@ def table(summary: dict[str, dict[str, dict[str, Any]]]) -> str:
                     else:
                         cells.append(fmt.format(value))
                 lines.append(cells)
+        if len(lines) == 1:
+            continue
         widths = [max(len(line[i]) for line in lines) for i in range(len(headings))]
         for line in lines:
             out.append(
@@ -401,7 +429,13 @@ def table(summary: dict[str, dict[str, dict[str, Any]]]) -> str:
                 )
             )
         out.append("")
-    out.append("etcd scenarios: not yet (etcd issue)")
+    for record in etcdRecords:
+        if "figures" in record:
+            out.append(etcd_bench.table(record["figures"]))
+        elif "skipped" in record:
+            out.append(f"etcd scenario: skipped: {record['skipped']}")
+        else:
+            out.append(f"etcd scenario: FAILED: {record.get('error')}")
     return "\n".join(out)
 
 
@@ -424,7 +458,7 @@ def parseArguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--scenario",
         action="append",
-        choices=[s.name for s in SCENARIOS],
+        choices=[s.name for s in SCENARIOS] + ["etcd"],
         help="only these (repeatable)",
     )
     parser.add_argument(
@@ -476,7 +510,13 @@ def describe(bench: Bench, note: str, smoke: bool) -> None:
     print(f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
 
 
-def measureAll(bench: Bench, scenarios: list[Scenario], measurements: list[dict[str, Any]]) -> None:
+def measureAll(
+    bench: Bench,
+    scenarios: list[Scenario],
+    measurements: list[dict[str, Any]],
+    etcd: bool,
+    smoke: bool,
+) -> None:
     """
     Measure every scenario on every target, for each run, the order of the
     targets rotating from run to run, appending to C{measurements}. A failed
@@ -496,7 +536,8 @@ def measureAll(bench: Bench, scenarios: list[Scenario], measurements: list[dict[
                     record["error"] = shown = f"{type(e).__name__}: {e}"
                 measurements.append(record)
                 print(f"run {run} {scenario.name} {target}: {shown}", file=sys.stderr, flush=True)
-    measurements += etcdScenarios(bench)
+    if etcd:
+        measurements += etcdScenarios(bench, smoke)
 
 
 def main(argv: list[str]) -> int:
@@ -520,7 +561,8 @@ def main(argv: list[str]) -> int:
     try:
         bench = Bench(settings, workdir, cpus, useNginx=not args.builtin_upstream)
         describe(bench, note, args.smoke)
-        measureAll(bench, scenarios, measurements)
+        runEtcd = not args.scenario or "etcd" in args.scenario
+        measureAll(bench, scenarios, measurements, runEtcd, args.smoke)
     except (KeyboardInterrupt, SystemExit):
         print("interrupted: stopping everything, reporting what was measured", file=sys.stderr)
         failed = True
@@ -536,7 +578,8 @@ def main(argv: list[str]) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     summary = summarise(measurements)
     print()
-    print(table(summary))
+    etcdRecords = [m for m in measurements if m["scenario"] == "etcd"]
+    print(table(summary, etcdRecords))
     print(f"load average after: {os.getloadavg()[0]:.2f}; took {time.monotonic() - started:.0f} s")
     errors = [m for m in measurements if "error" in m]
     for m in errors:
