@@ -30,6 +30,7 @@ from zope.interface import implementer
 
 from revproxy.resolver import NoRouteTable, RouteResolver
 from revproxy.routes import HostRoute, Upstream, normalize_request_host
+from revproxy.server import ProxyRequest
 from revproxy.upstream import UpstreamConnection, UpstreamPool
 
 __all__ = ["RoutingProxyResource", "HOP_BY_HOP", "join_path"]
@@ -246,7 +247,10 @@ class _Forward:
     def start(self) -> None:
         self._resource._started()
         request = self._request
-        request.notifyFinish().addErrback(self._clientGone)
+        if isinstance(request, ProxyRequest):
+            request.watcher = self
+        else:
+            request.notifyFinish().addErrback(self.clientGone)
         self._headers = self._requestHeaders()
         self._body = self._requestBody()
         self._connect(self._route.pick(), fresh=False)
@@ -481,6 +485,9 @@ class _Forward:
         Account for the end of this request, once.
         """
         self._done = True
+        request = self._request
+        if isinstance(request, ProxyRequest):
+            request.watcher = None
         resource = self._resource
         if resource.accessLog is not None:
             resource.accessLog(
@@ -488,7 +495,7 @@ class _Forward:
             )
         resource._ended()
 
-    def _clientGone(self, reason: Failure) -> None:
+    def clientGone(self, reason: Failure) -> None:
         """
         The client disconnected before the response was complete: stop the
         upstream request and close its connection.
