@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from collections.abc import Callable
 from typing import IO
 from typing import Protocol as TypingProtocol
@@ -64,10 +65,9 @@ MAX_HEAD_SIZE = 64 * 1024
 BODY_CHUNK = 64 * 1024
 """How much of a spooled request body is read and written at a time."""
 
-_TOKEN_CHARS = frozenset(
-    b"!#$%&'*+-.^_`|~0123456789"
-    b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-)
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_HEADER_BLOCK = re.compile(rb"(?:" + _TOKEN + rb":[^\r\n\x00]*\r\n)*")
+_HEADER_LINE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([^\r\n\x00]*?)[ \t]*\r\n")
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 
 
@@ -344,7 +344,8 @@ class UpstreamConnection(Protocol):
                         raise MalformedResponse("response head too long")
                     self._buffer = data
                     return
-                head = data[:end]
+                # The head with the CRLF ending its last line.
+                head = data[: end + 2]
                 data = data[end + 4 :]
                 self._parseHead(head)
                 if self._exchange is None:
@@ -417,8 +418,14 @@ class UpstreamConnection(Protocol):
             return
 
     def _parseHead(self, head: bytes) -> None:
-        lines = head.split(b"\r\n")
-        status = lines[0]
+        eol = head.find(b"\r\n")
+        status = head[:eol]
+        block = head[eol + 2 :]
+        # One pass in C validates every header line: a token, a colon, a
+        # value without CR, LF or NUL.  It also rejects obs-fold and
+        # whitespace before the colon (request smuggling vectors).
+        if _HEADER_BLOCK.fullmatch(block) is None:
+            raise MalformedResponse("bad header line")
         if len(status) < 12 or status[:7] != b"HTTP/1." or status[12:13] not in (
             b"",
             b" ",
@@ -432,22 +439,12 @@ class UpstreamConnection(Protocol):
             raise MalformedResponse("bad status code")
         http10 = status[7:8] == b"0"
         reason = status[13:]
-        headers: list[tuple[bytes, bytes]] = []
         length: bytes | None = None
         chunked = False
         hasTransferEncoding = False
         keepAlive = not http10
-        for line in lines[1:]:
-            colon = line.find(b":")
-            if colon <= 0:
-                raise MalformedResponse("bad header line")
-            name = line[:colon]
-            if not _TOKEN_CHARS.issuperset(name):
-                # Also rejects obs-fold and whitespace before the colon.
-                raise MalformedResponse("bad header name")
-            value = line[colon + 1 :].strip(b" \t")
-            if b"\n" in value or b"\r" in value or b"\x00" in value:
-                raise MalformedResponse("bad header value")
+        headers: list[tuple[bytes, bytes]] = _HEADER_LINE.findall(block)
+        for name, value in headers:
             lname = name.lower()
             if lname == b"content-length":
                 if length is not None and length != value:
@@ -464,7 +461,6 @@ class UpstreamConnection(Protocol):
                     keepAlive = False
                 elif b"keep-alive" in tokens and http10:
                     keepAlive = True
-            headers.append((name, value))
         if 100 <= code < 200:
             if code == 101:
                 raise MalformedResponse("unexpected 101 Switching Protocols")
