@@ -571,6 +571,31 @@ class PoolTests(SynchronousTestCase):
         )
         self.assertEqual(pool._defaultEndpoint(UP)._timeout, 3)  # type: ignore[attr-defined]
 
+    def test_httpsEndpoint(self) -> None:
+        """
+        An https upstream is connected through TLS, verified against the
+        upstream's host name.
+        """
+        from twisted.internet.endpoints import _WrapperEndpoint
+
+        pool = UpstreamPool(MemoryReactorClock())
+        endpoint = pool._defaultEndpoint(Upstream("https", "app.internal", 443))
+        self.assertIsInstance(endpoint, _WrapperEndpoint)
+
+    def test_endpointBuiltOnce(self) -> None:
+        """
+        The endpoint of an upstream is built once, not per request.
+        """
+        built: list[Upstream] = []
+        endpoint = FakeEndpoint()
+        pool = UpstreamPool(
+            MemoryReactorClock(),
+            endpointFactory=lambda u: (built.append(u), endpoint)[1],  # type: ignore[arg-type]
+        )
+        for _ in range(3):
+            pool.connection(UP, lambda c: None, lambda f: None, fresh=True)
+        self.assertEqual(built, [UP])
+
     def test_noClockLeftRunning(self) -> None:
         """
         A pool that never pooled anything has no timer.
