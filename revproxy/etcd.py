@@ -740,6 +740,13 @@ class EtcdClient:
         self._prefixes: dict[str, str] = {}
         self._discovering: dict[str, list[Deferred[str]]] = {}
 
+    @property
+    def endpoint(self) -> str:
+        """
+        The endpoint requests go to now.
+        """
+        return self._endpoints[self._current]
+
     # -- transport
 
     def api_prefix(self, endpoint: str) -> str | None:

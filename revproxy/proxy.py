@@ -28,6 +28,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
+from revproxy.metrics import ProxyMetrics
 from revproxy.resolver import NoRouteTable, RouteResolver
 from revproxy.routes import HostRoute, Upstream, normalize_request_host
 from revproxy.server import ProxyRequest
@@ -134,6 +135,7 @@ class RoutingProxyResource(ReverseProxyResource):
         reactor: IReactorTime,
         responseTimeout: float = 60.0,
         accessLog: AccessLog | None = None,
+        metrics: ProxyMetrics | None = None,
     ) -> None:
         Resource.__init__(self)
         self.resolver = resolver
@@ -141,6 +143,7 @@ class RoutingProxyResource(ReverseProxyResource):
         self.reactor = reactor
         self.responseTimeout = responseTimeout
         self.accessLog = accessLog
+        self.metrics = metrics
         self.inflight = 0
         self._idleWaiters: list[Callable[[], None]] = []
 
@@ -173,6 +176,8 @@ class RoutingProxyResource(ReverseProxyResource):
         _respond(request, code, message)
         if self.accessLog is not None:
             self.accessLog(request, code, None, 0.0)
+        if self.metrics is not None:
+            self.metrics.requestEnded("", code, "", 0.0)
         return NOT_DONE_YET
 
     # -- in-flight accounting, for draining -------------------------------
@@ -489,10 +494,20 @@ class _Forward:
         if isinstance(request, ProxyRequest):
             request.watcher = None
         resource = self._resource
-        if resource.accessLog is not None:
-            resource.accessLog(
-                self._request, code, self._upstream, resource.reactor.seconds() - self._start
-            )
+        accessLog = resource.accessLog
+        metrics = resource.metrics
+        if accessLog is not None or metrics is not None:
+            duration = resource.reactor.seconds() - self._start
+            if accessLog is not None:
+                accessLog(self._request, code, self._upstream, duration)
+            if metrics is not None:
+                upstream = self._upstream
+                metrics.requestEnded(
+                    self._route.host,
+                    code,
+                    upstream.name if upstream is not None else "",
+                    duration,
+                )
         resource._ended()
 
     def clientGone(self, reason: Failure) -> None:

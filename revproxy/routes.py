@@ -64,6 +64,8 @@ class Upstream:
     port: int
     base_path: bytes = b""
     weight: int = field(default=1, compare=False)
+    name: str = field(init=False, compare=False, repr=False)
+    """The canonical text form, as C{str} gives it."""
 
     @property
     def authority(self) -> str:
@@ -82,10 +84,15 @@ class Upstream:
         """
         return (self.scheme, self.host, self.port)
 
-    def __str__(self) -> str:
+    def __post_init__(self) -> None:
         if self.scheme == "http" and not self.base_path:
-            return self.authority
-        return f"{self.scheme}://{self.authority}{self.base_path.decode('ascii')}"
+            name = self.authority
+        else:
+            name = f"{self.scheme}://{self.authority}{self.base_path.decode('ascii')}"
+        object.__setattr__(self, "name", name)
+
+    def __str__(self) -> str:
+        return self.name
 
 
 def _check_dns_name(name: str, what: str) -> str:

@@ -172,6 +172,13 @@ class EtcdRouteSync(Service):
         return done
 
     @property
+    def endpoint(self) -> str | None:
+        """
+        The etcd endpoint in use, if the store tells.
+        """
+        return getattr(self._store, "endpoint", None)
+
+    @property
     def live(self) -> bool:
         """
         Whether a watch is running.

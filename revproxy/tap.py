@@ -18,11 +18,10 @@ from twisted.internet.error import CannotListenError
 from twisted.python import usage
 from twisted.web.server import Site
 
-from revproxy.server import ProxySite
-
 from revproxy.accesslog import AccessLogger
 from revproxy.balancing import POLICIES, policy_factory
 from revproxy.drain import DrainService
+from revproxy.metrics import ProxyMetrics
 from revproxy.proxy import RoutingProxyResource
 from revproxy.resolver import RouteResolver
 from revproxy.routes import (
@@ -32,6 +31,7 @@ from revproxy.routes import (
     parse_route,
     parse_upstream,
 )
+from revproxy.server import ProxySite
 from revproxy.upstream import UpstreamPool
 
 __all__ = ["Options", "makeService", "Listener"]
@@ -64,6 +64,19 @@ class _NoReactor:
     Stands in for a reactor while listen descriptions are checked: parsing
     an endpoint does not use it.
     """
+
+
+def _checkEndpoint(option: str, description: str) -> str:
+    """
+    Check that C{description} parses as a server endpoint.
+
+    @raise usage.UsageError: naming C{option}.
+    """
+    try:
+        serverFromString(_NoReactor(), description)
+    except Exception as e:  # any parse error of any endpoint plugin
+        raise usage.UsageError(f"{option}: bad endpoint {description!r}: {e}")
+    return description
 
 
 def parse_etcd_endpoints(text: str) -> list[str]:
@@ -117,6 +130,8 @@ class Options(usage.Options):
         ["idle-timeout", None, "60", "Seconds a client connection may idle between requests."],
         ["pool-size", None, "64", "Idle connections kept per upstream."],
         ["pool-idle-timeout", None, "60", "Seconds an idle upstream connection is kept."],
+        ["admin", None, None, "Serve /healthz, /readyz, /routes and /metrics on this strports ENDPOINT, e.g. tcp:9901:interface=127.0.0.1."],
+        ["ready-grace", None, "30", "Seconds /readyz stays 200 after the etcd watch is lost."],
     ]
 
     def __init__(self) -> None:
@@ -139,11 +154,7 @@ class Options(usage.Options):
         """
         Listen on a strports ENDPOINT (tcp:..., ssl:..., unix:...); repeatable.
         """
-        try:
-            serverFromString(_NoReactor(), description)
-        except Exception as e:  # any parse error of any endpoint plugin
-            raise usage.UsageError(f"--listen: bad endpoint {description!r}: {e}")
-        self["listen"].append(description)
+        self["listen"].append(_checkEndpoint("--listen", description))
 
     def opt_route(self, route: str) -> None:
         """
@@ -167,9 +178,11 @@ class Options(usage.Options):
             )
         for name in ("connect-timeout", "timeout", "drain-timeout", "idle-timeout",
                      "pool-idle-timeout", "etcd-timeout", "etcd-backoff",
-                     "etcd-backoff-max", "etcd-probe-interval"):
+                     "etcd-backoff-max", "etcd-probe-interval", "ready-grace"):
             self[name] = _seconds(f"--{name}", self[name])
         self["pool-size"] = _count("--pool-size", self["pool-size"])
+        if self["admin"] is not None:
+            _checkEndpoint("--admin", self["admin"])
         if self["upstream"] is not None:
             try:
                 upstream: Upstream = parse_upstream(self["upstream"])
@@ -291,8 +304,11 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
             RouteTable.from_mapping(options["routes"], balancer), balancer
         )
     resolver.setServiceParent(root)
+    sync = None
     if options["etcd"]:
-        _etcdServices(options, resolver, reactor).setServiceParent(root)
+        etcdServices = _etcdServices(options, resolver, reactor)
+        etcdServices.setServiceParent(root)
+        sync = etcdServices.getServiceNamed("etcd-sync")  # type: ignore[attr-defined]
     pool = UpstreamPool(
         reactor,
         connectTimeout=options["connect-timeout"],
@@ -306,10 +322,42 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         reactor,
         responseTimeout=options["timeout"],
         accessLog=None if options["no-access-log"] else AccessLogger(reactor),
+        metrics=ProxyMetrics() if options["admin"] else None,
     )
     site = ProxySite(resource, reactor=reactor)
     site.timeOut = options["idle-timeout"]
     DrainService(resource, site, reactor, options["drain-timeout"]).setServiceParent(root)
     for description in options["listen"]:
         Listener(description, site, reactor).setServiceParent(root)
+    if options["admin"]:
+        _adminListener(options, resource, resolver, pool, sync, reactor).setServiceParent(root)
     return root
+
+
+def _adminListener(
+    options: Options | dict[str, Any],
+    resource: RoutingProxyResource,
+    resolver: RouteResolver,
+    pool: UpstreamPool,
+    sync: Any,
+    reactor: Any,
+) -> IService:
+    """
+    The admin endpoint's listener.
+    """
+    from revproxy.admin import AdminResource, ProxyCollector
+
+    assert resource.metrics is not None
+    admin = AdminResource(
+        resolver,
+        ProxyCollector(resource.metrics, resource, pool, sync),
+        pool,
+        reactor,
+        sync,
+        graceSeconds=options["ready-grace"],
+    )
+    site = Site(admin, reactor=reactor)
+    site.noisy = False
+    listener = Listener(options["admin"], site, reactor)
+    listener.setName(f"admin {options['admin']}")
+    return listener

@@ -712,6 +712,17 @@ class UpstreamPool(Service):
         """
         return sum(len(i) for i in self._idle.values())
 
+    def connectionCounts(self) -> dict[tuple[str, str, int], tuple[int, int]]:
+        """
+        Idle and busy connections, per upstream key.
+        """
+        counts: dict[tuple[str, str, int], list[int]] = {}
+        for key, idle in self._idle.items():
+            counts.setdefault(key, [0, 0])[0] = len(idle)
+        for conn in self._busy:
+            counts.setdefault(conn.key, [0, 0])[1] += 1
+        return {k: (v[0], v[1]) for k, v in counts.items()}
+
     def busyCount(self) -> int:
         """
         How many connections carry a request now.

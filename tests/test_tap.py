@@ -94,6 +94,8 @@ class OptionsTests(SynchronousTestCase):
             (["--etcd", "h:1", "--etcd-probe-interval", "0"], "--etcd-probe-interval"),
             (["--etcd", "h:1", "--etcd-backoff-max", "x"], "--etcd-backoff-max"),
             (["--route", "a=h:1", "--prefix", "hosts"], "--prefix"),
+            (["--route", "a=h:1", "--admin", "nonsense:1"], "--admin"),
+            (["--route", "a=h:1", "--ready-grace", "x"], "--ready-grace"),
             ([], "--route"),
         ]
         for argv, option in cases:
@@ -188,6 +190,22 @@ class MakeServiceTests(SynchronousTestCase):
         etcd = service.getServiceNamed("etcd")
         self.assertEqual([s.name for s in etcd], ["etcd-connections", "etcd-sync"])  # type: ignore[attr-defined]
         self.assertIsNone(service.getServiceNamed("route-resolver").table)  # type: ignore[attr-defined]
+
+    def test_admin(self) -> None:
+        """
+        --admin adds its own listener, and the proxy resource counts
+        metrics only then.
+        """
+        service, reactor = self._service(
+            "--port", "3000", "--route", "a=h:1", "--admin", "tcp:9901:interface=127.0.0.1"
+        )
+        names = [s.name for s in service]
+        self.assertEqual(names[-1], "admin tcp:9901:interface=127.0.0.1")
+        service.startService()
+        self.assertEqual(sorted(p[0] for p in reactor.tcpServers), [3000, 9901])
+        self.successResultOf(service.stopService())
+        plain, _ = self._service("--route", "a=h:1")
+        self.assertNotIn("admin", " ".join(s.name for s in plain))
 
     def test_balance(self) -> None:
         """
