@@ -9,6 +9,7 @@ L{makeService} is not given one.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
@@ -99,6 +100,26 @@ def parse_etcd_endpoints(text: str) -> list[str]:
     return urls
 
 
+def _embeddedEtcd(options: usage.Options) -> tuple[str, Path, int]:
+    """
+    Check the options of C{--etcd embedded}: the binary, the data directory
+    and the client port.
+    """
+    from revproxy.embedded import EtcdBinaryNotFound, find_etcd_binary
+
+    port = options["etcd-client-port"]
+    if not str(port).isdigit() or not 0 < int(port) <= 65535:
+        raise usage.UsageError(f"--etcd-client-port: {port!r} is not a TCP port number")
+    try:
+        binary = find_etcd_binary()
+    except EtcdBinaryNotFound as e:
+        raise usage.UsageError(f"--etcd embedded: {e}")
+    dataDir = Path(options["etcd-data-dir"]).absolute()
+    if dataDir.exists() and not dataDir.is_dir():
+        raise usage.UsageError(f"--etcd-data-dir: {str(dataDir)!r} is not a directory")
+    return binary, dataDir, int(port)
+
+
 class Options(usage.Options):
     """
     C{twistd revproxy} options.
@@ -118,7 +139,9 @@ class Options(usage.Options):
     optParameters = [
         ["balance", None, "round-robin", f"Balancing policy: {', '.join(POLICIES)}."],
         ["upstream", None, None, "Single-host mode: send every request to URL."],
-        ["etcd", None, None, "etcd endpoints to load routes from: URL[,URL...]."],
+        ["etcd", None, None, "etcd endpoints to load routes from: URL[,URL...], or 'embedded' to run a single-member etcd as a child process."],
+        ["etcd-data-dir", None, "revproxy-etcd", "With --etcd embedded: the etcd data directory."],
+        ["etcd-client-port", None, "2379", "With --etcd embedded: the etcd client port on 127.0.0.1."],
         ["prefix", None, "/hosts/", "etcd key prefix of the routes."],
         ["etcd-timeout", None, "5", "Seconds an etcd request may take before the next endpoint is tried."],
         ["etcd-backoff", None, "0.5", "First delay, in seconds, before reconnecting to etcd; doubles up to --etcd-backoff-max."],
@@ -199,8 +222,13 @@ class Options(usage.Options):
             raise usage.UsageError(f"--prefix: {prefix!r} must start with /")
         if not prefix.endswith("/"):
             self["prefix"] = prefix + "/"
-        if self["etcd"] is not None:
+        self["embedded-etcd"] = None
+        if self["etcd"] == "embedded":
+            self["embedded-etcd"] = _embeddedEtcd(self)
+            self["etcd"] = [f"http://127.0.0.1:{self['embedded-etcd'][2]}"]
+        elif self["etcd"] is not None:
             self["etcd"] = parse_etcd_endpoints(self["etcd"])
+        if self["etcd"] is not None:
             if self["routes"]:
                 raise usage.UsageError(
                     "--etcd: routes come from etcd; --route cannot be combined with it"
@@ -305,6 +333,11 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         )
     resolver.setServiceParent(root)
     sync = None
+    if options.get("embedded-etcd"):
+        from revproxy.embedded import EmbeddedEtcd
+
+        binary, dataDir, clientPort = options["embedded-etcd"]
+        EmbeddedEtcd(reactor, binary, dataDir, clientPort).setServiceParent(root)
     if options["etcd"]:
         etcdServices = _etcdServices(options, resolver, reactor)
         etcdServices.setServiceParent(root)
@@ -356,8 +389,19 @@ def _adminListener(
         sync,
         graceSeconds=options["ready-grace"],
     )
-    site = Site(admin, reactor=reactor)
-    site.noisy = False
+    site = _AdminSite(admin, reactor=reactor)
     listener = Listener(options["admin"], site, reactor)
     listener.setName(f"admin {options['admin']}")
     return listener
+
+
+class _AdminSite(Site):
+    """
+    The admin endpoint's site: quiet, since health checks poll it often.
+    """
+
+    noisy = False
+    displayTracebacks = False
+
+    def log(self, request: object) -> None:
+        pass
