@@ -22,6 +22,7 @@ from twisted.web.server import Site
 from revproxy.accesslog import AccessLogger
 from revproxy.balancing import POLICIES, policy_factory
 from revproxy.drain import DrainService
+from revproxy.logs import LOG_FORMATS, JSONLogging
 from revproxy.metrics import ProxyMetrics
 from revproxy.proxy import RoutingProxyResource
 from revproxy.resolver import RouteResolver
@@ -153,6 +154,7 @@ class Options(usage.Options):
         ["idle-timeout", None, "60", "Seconds a client connection may idle between requests."],
         ["pool-size", None, "64", "Idle connections kept per upstream."],
         ["pool-idle-timeout", None, "60", "Seconds an idle upstream connection is kept."],
+        ["log-format", None, "text", "Log format: text (human-readable) or json (one JSON object per line)."],
         ["admin", None, None, "Serve /healthz, /readyz, /routes and /metrics on this strports ENDPOINT, e.g. tcp:9901:interface=127.0.0.1."],
         ["ready-grace", None, "30", "Seconds /readyz stays 200 after the etcd watch is lost."],
     ]
@@ -198,6 +200,11 @@ class Options(usage.Options):
             raise usage.UsageError(
                 f"--balance: unknown policy {self['balance']!r} "
                 f"(choose from {', '.join(POLICIES)})"
+            )
+        if self["log-format"] not in LOG_FORMATS:
+            raise usage.UsageError(
+                f"--log-format: unknown format {self['log-format']!r} "
+                f"(choose from {', '.join(LOG_FORMATS)})"
             )
         for name in ("connect-timeout", "timeout", "drain-timeout", "idle-timeout",
                      "pool-idle-timeout", "etcd-timeout", "etcd-backoff",
@@ -323,6 +330,8 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
 
         reactor = _reactor
     root = MultiService()
+    if options.get("log-format") == "json":  # first, so all the tree logs is JSON
+        JSONLogging().setServiceParent(root)
     balancer = policy_factory(options["balance"])
     if options["etcd"]:
         # No table until etcd answers: every request gets a 503 until then.
