@@ -53,6 +53,7 @@ __all__ = [
     "delayed",
     "echo",
     "generated",
+    "loggedListeningPort",
     "raw",
     "request",
     "sized",
@@ -603,6 +604,25 @@ TWISTD = [
 does nothing: that module has no C{__main__} block.)"""
 
 
+async def loggedListeningPort(
+    text: Callable[[], str], exited: Callable[[], bool], timeout: float = 15.0
+) -> int:
+    """
+    The port a proxy logged it listens on ("ProxySite starting on N", in a
+    text or a JSON log), polling C{text()}, the log so far, until it appears,
+    C{exited()} is true or C{timeout} seconds have passed.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        match = re.search(r"starting on (\d+)", text())
+        if match:
+            return int(match.group(1))
+        if exited():
+            break
+        await deferLater(_globalReactor, 0.05, lambda: None)
+    raise AssertionError(f"the proxy did not start listening:\n{text()}")
+
+
 class ProxyProcess:
     """
     C{twistd -n revproxy ARGS} in a subprocess, its output in a file.
@@ -627,15 +647,9 @@ class ProxyProcess:
         """
         The port the proxy logged it listens on ("ProxySite starting on N").
         """
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            match = re.search(r"starting on (\d+)", self.text())
-            if match:
-                return int(match.group(1))
-            if self.process.poll() is not None:
-                break
-            await deferLater(_globalReactor, 0.05, lambda: None)
-        raise AssertionError(f"the proxy did not start listening:\n{self.text()}")
+        return await loggedListeningPort(
+            self.text, lambda: self.process.poll() is not None, timeout
+        )
 
     async def exitCode(self, timeout: float) -> int | None:
         """
