@@ -23,6 +23,7 @@ from typing import IO
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.http import datetimeToString
 from twisted.web.proxy import ReverseProxyResource
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
@@ -146,6 +147,19 @@ class RoutingProxyResource(ReverseProxyResource):
         self.metrics = metrics
         self.inflight = 0
         self._idleWaiters: list[Callable[[], None]] = []
+        self._second = -1
+        self._date = b""
+
+    def date(self) -> bytes:
+        """
+        The value of a Date header for now, on the resource's clock, made
+        once a second.
+        """
+        now = int(self.reactor.seconds())
+        if now != self._second:
+            self._second = now
+            self._date = datetimeToString(now)
+        return self._date
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         return self
@@ -173,7 +187,7 @@ class RoutingProxyResource(ReverseProxyResource):
         return NOT_DONE_YET
 
     def _refuse(self, request: Request, code: int, message: bytes) -> int:
-        _respond(request, code, message)
+        _respond(request, code, message, self.date())
         if self.accessLog is not None:
             self.accessLog(request, code, None, 0.0)
         if self.metrics is not None:
@@ -202,13 +216,14 @@ class RoutingProxyResource(ReverseProxyResource):
             self._idleWaiters.append(callback)
 
 
-def _respond(request: Request, code: int, message: bytes) -> None:
+def _respond(request: Request, code: int, message: bytes, date: bytes) -> None:
     """
     Answer C{request} with a short plain-text error.
     """
     request.setResponseCode(code)
     headers = request.responseHeaders
     headers.removeHeader(b"server")
+    headers.setRawHeaders(b"date", [date])
     headers.setRawHeaders(b"content-type", [b"text/plain; charset=utf-8"])
     headers.setRawHeaders(b"x-content-type-options", [b"nosniff"])
     headers.setRawHeaders(b"content-length", [b"%d" % (len(message) + 1,)])
@@ -374,7 +389,11 @@ class _Forward:
     # -- the Exchange interface -------------------------------------------
 
     def responseStarted(
-        self, code: int, reason: bytes, headers: list[tuple[bytes, bytes]]
+        self,
+        code: int,
+        reason: bytes,
+        headers: list[tuple[bytes, bytes]],
+        bodyLength: int,
     ) -> None:
         if self._timer is not None:
             self._timer.cancel()
@@ -383,24 +402,35 @@ class _Forward:
         request = self._request
         request.setResponseCode(code, reason or None)
         out = request.responseHeaders
-        out.removeHeader(b"server")
+        if not isinstance(request, ProxyRequest):
+            # twisted.web's own Request set these for itself.
+            out.removeHeader(b"server")
+            out.removeHeader(b"date")
         drop = _RESPONSE_DROP
+        kept = []
         extra: frozenset[bytes] | None = None
+        hasDate = False
         for name, value in headers:
             lname = name.lower()
-            if lname == b"connection":
-                extra = _connection_tokens([value])
-        seenDate = False
-        for name, value in headers:
-            lname = name.lower()
-            if lname in drop or (extra and lname in extra):
+            if lname in drop:
+                if lname == b"connection":
+                    extra = _connection_tokens([value])
                 continue
-            if lname == b"date" and not seenDate:
-                seenDate = True
-                out.removeHeader(b"date")
-            out.addRawHeader(name, value)
-        self._producing = True
-        request.registerProducer(self, True)
+            if lname == b"date":
+                hasDate = True
+            kept.append((lname, name, value))
+        add = out.addRawHeader
+        for lname, name, value in kept:
+            if extra is None or lname not in extra:
+                add(name, value)
+        if not hasDate:
+            out.setRawHeaders(b"date", [self._resource.date()])
+        if bodyLength < 0 or bodyLength > SMALL_BODY:
+            # A body that may not fit the client's socket buffer: let the
+            # client's transport pause the upstream.  A small one is
+            # written whole without pausing anything.
+            self._producing = True
+            request.registerProducer(self, True)
 
     def bodyReceived(self, data: bytes) -> None:
         self._request.write(data)
@@ -482,7 +512,7 @@ class _Forward:
 
     def _fail(self, code: int, message: bytes) -> None:
         request = self._request
-        _respond(request, code, message)
+        _respond(request, code, message, self._resource.date())
         self._finish(code)
 
     def _finish(self, code: int) -> None:

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IAddress, ISSLTransport
 from twisted.python.failure import Failure
-from twisted.web.http import HTTPChannel, datetimeToString
+from twisted.web.http import HTTPChannel
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 __all__ = ["ProxySite", "ProxyChannel", "ProxyRequest", "ClientWatcher"]
@@ -43,8 +43,9 @@ class ProxyRequest(Request):
     urlencoded and multipart POST bodies (and answers 400 to a multipart body
     it cannot parse, which is the upstream's business), splits the path for
     resource traversal and adds a C{Content-Type: text/html} to responses
-    without one.  None of that is right for a proxy, and it all costs time
-    on every request.
+    without one; its C{process} also sets Server and Date headers that a
+    proxy replaces with the upstream's.  None of that is right for a proxy,
+    and it all costs time on every request.
 
     @ivar watcher: told, instead of through a C{notifyFinish} Deferred, when
         the client goes away before the response is finished.
@@ -76,7 +77,8 @@ class ProxyRequest(Request):
             return
         self.prepath = []
         self.postpath = []
-        self.responseHeaders.setRawHeaders(b"date", [site.date()])
+        # No Server or Date header here: the proxy resource passes the
+        # upstream's on, and adds a Date only where the upstream sent none.
         try:
             body = resource.render(self)
             if body is not NOT_DONE_YET:
@@ -152,19 +154,6 @@ class ProxySite(Site):
         super().__init__(resource, *args, **kwargs)
         self.channels: set[ProxyChannel] = set()
         self._allClosed: list[Deferred[None]] = []
-        self._second = -1
-        self._date = b""
-
-    def date(self) -> bytes:
-        """
-        The Date header's value for now, on the site's reactor, made once a
-        second.
-        """
-        now = int(self.reactor.seconds())
-        if now != self._second:
-            self._second = now
-            self._date = datetimeToString(now)
-        return self._date
 
     def log(self, request: object) -> None:
         """

@@ -90,11 +90,17 @@ class Exchange(TypingProtocol):
     """
 
     def responseStarted(
-        self, code: int, reason: bytes, headers: list[tuple[bytes, bytes]]
+        self,
+        code: int,
+        reason: bytes,
+        headers: list[tuple[bytes, bytes]],
+        bodyLength: int,
     ) -> None:
         """
         The status line and headers have arrived.  C{headers} keeps the
-        upstream's order and repetitions; names are as sent.
+        upstream's order and repetitions; names are as sent.  C{bodyLength}
+        is the length of the body, or -1 if it is not known in advance
+        (chunked, or until the connection closes).
         """
 
     def bodyReceived(self, data: bytes) -> None:
@@ -470,7 +476,7 @@ class UpstreamConnection(Protocol):
         exchange = self._exchange
         assert exchange is not None
         if self._noBody or code == 204 or code == 304:
-            exchange.responseStarted(code, reason, headers)
+            exchange.responseStarted(code, reason, headers, 0)
             self._finished()
             return
         if hasTransferEncoding:
@@ -484,11 +490,11 @@ class UpstreamConnection(Protocol):
             else:
                 self._state = _UNTIL_CLOSE
                 self._keepAlive = False
-            exchange.responseStarted(code, reason, headers)
+            exchange.responseStarted(code, reason, headers, -1)
             return
         if length is not None:
             n = int(length)
-            exchange.responseStarted(code, reason, headers)
+            exchange.responseStarted(code, reason, headers, n)
             if n == 0:
                 self._finished()
             else:
@@ -497,7 +503,7 @@ class UpstreamConnection(Protocol):
             return
         self._state = _UNTIL_CLOSE
         self._keepAlive = False
-        exchange.responseStarted(code, reason, headers)
+        exchange.responseStarted(code, reason, headers, -1)
 
     def _finished(self) -> None:
         exchange = self._exchange

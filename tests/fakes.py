@@ -84,9 +84,14 @@ class RecordingExchange:
         self.failure: tuple[Failure, bool] | None = None
 
     def responseStarted(
-        self, code: int, reason: bytes, headers: list[tuple[bytes, bytes]]
+        self,
+        code: int,
+        reason: bytes,
+        headers: list[tuple[bytes, bytes]],
+        bodyLength: int,
     ) -> None:
         self.started = (code, reason, headers)
+        self.bodyLength = bodyLength
 
     def bodyReceived(self, data: bytes) -> None:
         self.body.append(data)

@@ -521,11 +521,32 @@ class ClientSideTests(SynchronousTestCase):
         h = ProxyHarness()
         channel, client = h.client(_get())
         conn, upstream = h.upstream()
-        conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc")
+        conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\nabc")
         client.producer.pauseProducing()
         self.assertEqual(upstream.producerState, "paused")
         client.producer.resumeProducing()
         self.assertEqual(upstream.producerState, "producing")
+
+    def test_backpressureChunked(self) -> None:
+        """
+        A body of unknown length is flow-controlled too.
+        """
+        h = ProxyHarness()
+        channel, client = h.client(_get())
+        conn, upstream = h.upstream()
+        conn.dataReceived(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+        client.producer.pauseProducing()
+        self.assertEqual(upstream.producerState, "paused")
+
+    def test_smallBodyNoProducer(self) -> None:
+        """
+        A small body is written whole: no producer is registered for it.
+        """
+        h = ProxyHarness()
+        channel, client = h.client(_get())
+        conn, upstream = h.upstream()
+        conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc")
+        self.assertIsNone(channel._requestProducer)  # type: ignore[attr-defined]
 
     def test_whenIdle(self) -> None:
         """
