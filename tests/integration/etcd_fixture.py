@@ -261,5 +261,15 @@ class EtcdCluster:
             member.wait_healthy(timeout)
 
     def stop(self) -> None:
+        """
+        Stop every member, even when stopping one of them fails; then raise
+        the first failure.
+        """
+        errors: list[BaseException] = []
         for member in self.members:
-            member.stop()
+            try:
+                member.stop()
+            except BaseException as e:  # noqa: BLE001 -- stop the others first
+                errors.append(e)
+        if errors:
+            raise errors[0]
