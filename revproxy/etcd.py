@@ -840,7 +840,14 @@ class EtcdClient:
         """
         problems: list[str] = []
         retry_unknown = method in _IDEMPOTENT or stream
-        for _ in range(len(self._endpoints)):
+        # A pooled keep-alive connection that etcd closed just as it was
+        # reused fails with ResponseNeverReceived: the request was not
+        # processed.  A read or a watch is then tried once more on the same
+        # endpoint (on a new connection) before moving to the next endpoint.
+        stale_retry = retry_unknown
+        attempts = 0
+        while attempts < len(self._endpoints):
+            attempts += 1
             index = self._current
             endpoint = self._endpoints[index]
             attempt = Deferred.fromCoroutine(
@@ -860,6 +867,16 @@ class EtcdClient:
                     raise CancelledError() from e
                 elif isinstance(e, _NOT_SENT):
                     sent = False
+                elif isinstance(e, ResponseNeverReceived) and stale_retry:
+                    stale_retry = False
+                    attempts -= 1
+                    log.info(
+                        "etcd {endpoint}: connection closed before answering "
+                        "{method}; trying it again",
+                        endpoint=endpoint,
+                        method=method,
+                    )
+                    continue
                 elif isinstance(e, _MAYBE_SENT):
                     sent = True
                 else:

@@ -346,6 +346,8 @@ class PartlyDownAgent:
         self.agent = agent
         self.down: set[bytes] = set()
         self.lost: set[bytes] = set()
+        #: Hosts whose next answer only is lost (a stale pooled connection).
+        self.staleOnce: set[bytes] = set()
 
     def request(
         self, method: bytes, uri: bytes, headers: Any = None, bodyProducer: Any = None
@@ -354,6 +356,9 @@ class PartlyDownAgent:
         if host in self.down:
             return fail(ConnectionRefusedError())
         if host in self.lost:
+            return fail(ResponseNeverReceived([Failure(ConnectionLost())]))
+        if host in self.staleOnce:
+            self.staleOnce.discard(host)
             return fail(ResponseNeverReceived([Failure(ConnectionLost())]))
         return self.agent.request(method, uri, headers, bodyProducer)  # type: ignore[no-any-return]
 
@@ -663,6 +668,19 @@ class EtcdClientTests(ClientTestsMixin, SynchronousTestCase):
         self.agent.lost = {b"etcd2"}
         self.successResultOf(self.client.get_prefix(b"/hosts/"))
         self.assertEqual(self.gateway.requests[-1][0], "etcd1")
+
+    def test_staleConnectionRetriedOnSameEndpoint(self) -> None:
+        """
+        A read whose pooled connection was closed before the answer is tried
+        once more on the same endpoint, not failed over; a write is not.
+        """
+        self.successResultOf(self.client.status())
+        self.agent.staleOnce.add(b"etcd1")
+        self.successResultOf(self.client.get_prefix(b"/hosts/"))
+        self.assertEqual(self.gateway.requests[-1][0], "etcd1")
+        self.assertEqual(self.client.endpoint, self.client._endpoints[0])
+        self.agent.staleOnce.add(b"etcd1")
+        self.failureResultOf(self.client.put(b"k", b"v"), EtcdUnavailable)
 
     def test_cancel(self) -> None:
         """
