@@ -5,10 +5,11 @@ and stopped by the proxy.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,9 +18,17 @@ import treq
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThread
 
 from tests.integration.etcd_fixture import free_port
-from tests.integration.upstreams import HTTPClient, ProxyProcess, UpstreamServer, echo, request
+from tests.integration.upstreams import (
+    ROOT,
+    HTTPClient,
+    ProxyProcess,
+    UpstreamServer,
+    echo,
+    request,
+)
 
 
 def _etcdPids(dataDir: Path) -> list[int]:
@@ -41,30 +50,30 @@ def _etcdPids(dataDir: Path) -> list[int]:
     return pids
 
 
-async def _put(clientPort: int, key: str) -> None:
-    body = json.dumps(
-        {"key": base64.b64encode(key.encode()).decode(), "value": ""}
-    ).encode()
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            response = await treq.post(
-                f"http://127.0.0.1:{clientPort}/v3/kv/put", data=body, timeout=2
-            )
-            await response.content()
-            if response.code == 200:
-                return
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-        await deferLater(reactor, 0.1, lambda: None)
+def _revproxyctl(clientPort: int, *args: str) -> subprocess.CompletedProcess[str]:
+    """
+    Run C{revproxyctl} against the embedded etcd, as an operator would.
+    """
+    return subprocess.run(
+        [sys.executable, "-m", "revproxy.ctl", "--etcd", f"http://127.0.0.1:{clientPort}", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+    )
+
+
+async def _get(port: int, path: str) -> tuple[int, bytes]:
+    response = await treq.get(f"http://127.0.0.1:{port}{path}", timeout=5)
+    return response.code, await response.content()
 
 
 @pytest_twisted.ensureDeferred
-async def test_embedded_etcd_routes_and_stops(tmp_path: Path) -> None:
-    """--etcd embedded runs etcd as a child: routes written to it are served, and SIGTERM stops both."""
+async def test_quick_start(tmp_path: Path) -> None:
+    """The README's quick start works: an embedded etcd, a route added with revproxyctl, a routed request, the node's state on the admin endpoint, and SIGTERM stops both processes."""
     up = await UpstreamServer(echo).start()
     clientPort = free_port()
+    adminPort = free_port()
     dataDir = tmp_path / "etcd-data"
     proc = ProxyProcess(
         [
@@ -74,12 +83,22 @@ async def test_embedded_etcd_routes_and_stops(tmp_path: Path) -> None:
             "--etcd-data-dir", str(dataDir),
             "--etcd-backoff", "0.1",
             "--etcd-backoff-max", "0.5",
+            "--admin", f"tcp:{adminPort}:interface=127.0.0.1",
         ],
         tmp_path,
     )
     try:
         port = await proc.listeningPort()
-        await _put(clientPort, f"/hosts/blog.example.com/{up.address}")
+        # The README's quick start: routes are managed with revproxyctl only.
+        deadline = time.monotonic() + 20
+        while True:
+            added = await deferToThread(
+                _revproxyctl, clientPort, "add", "blog.example.com", up.address
+            )
+            if added.returncode == 0 or time.monotonic() > deadline:
+                break
+            await deferLater(reactor, 0.2, lambda: None)
+        assert added.returncode == 0, added.stderr
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
         deadline = time.monotonic() + 10
         code = None
@@ -93,6 +112,21 @@ async def test_embedded_etcd_routes_and_stops(tmp_path: Path) -> None:
             await deferLater(reactor, 0.1, lambda: None)
         assert code == 200, proc.text()
         assert _etcdPids(dataDir), "no etcd child found"
+
+        # The node's state on the admin endpoint.
+        assert await _get(adminPort, "/healthz") == (200, b"ok\n")
+        assert (await _get(adminPort, "/readyz"))[0] == 200
+        routes = json.loads((await _get(adminPort, "/routes"))[1])
+        assert routes["hosts"]["blog.example.com"][0]["upstream"] == up.address
+        assert routes["etcd"]["live"] is True
+        metrics = (await _get(adminPort, "/metrics"))[1].decode()
+        assert (
+            f'revproxy_requests_total{{code="2xx",host="blog.example.com",upstream="{up.address}"}}'
+            in metrics
+        ), metrics
+
+        listed = await deferToThread(_revproxyctl, clientPort, "ls", "--json")
+        assert json.loads(listed.stdout) == {"blog.example.com": [up.address]}
         os.kill(proc.pid, signal.SIGTERM)
         assert await proc.exitCode(timeout=15) == 0, proc.text()
         deadline = time.monotonic() + 5
