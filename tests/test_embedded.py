@@ -13,7 +13,12 @@ from twisted.runner.test.test_procmon import DummyProcessReactor
 from twisted.trial.unittest import SynchronousTestCase
 
 from revproxy import embedded
-from revproxy.embedded import EmbeddedEtcd, EtcdBinaryNotFound, etcd_arguments, peer_port
+from revproxy.embedded import (
+    EmbeddedEtcd,
+    EtcdBinaryNotFound,
+    etcd_arguments,
+    peer_port,
+)
 from revproxy.tap import Options
 
 
