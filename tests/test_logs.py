@@ -13,10 +13,10 @@ from typing import Any
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import (
     ILogObserver,
+    Logger,
     LoggingFile,
     LogLevel,
     LogPublisher,
-    Logger,
 )
 from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
