@@ -620,7 +620,7 @@ def inProcessLoad(etcdUrl: str, prefix: str, expect: int) -> dict[str, Any]:
     pool = HTTPConnectionPool(reactor, persistent=True)
     client = etcd.EtcdClient(reactor, [etcdUrl], HTTPClient(Agent(reactor, pool=pool)), timeout=60)
     resolver = TimedResolver(None)
-    sync = EtcdRouteSync(TimedStore(client), etcd, resolver, prefix, reactor)
+    sync = EtcdRouteSync(TimedStore(client), resolver, prefix, reactor)
 
     def go() -> None:
         # Not started as a service: the load runs, no watch follows.
@@ -669,7 +669,7 @@ def microBenchmark(sizes: list[int], events: int, repeats: int) -> dict[str, Any
     results = []
     for size in sizes:
         resolver = RouteResolver(None)
-        sync = EtcdRouteSync(None, etcd, resolver, PREFIX, Clock())
+        sync = EtcdRouteSync(None, resolver, PREFIX, Clock())
         entries = [etcd.Entry(k.encode(), b"", 1) for k in routeKeys(PREFIX, size, 3)]
         sync._loaded(etcd.Snapshot(1, entries))
         del entries

@@ -41,6 +41,9 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+# revproxy.etcd imports txaioetcd, which is slow to import: this module is
+# imported only where a sync is built (revproxy.tap, with --etcd).
+from revproxy.etcd import EndReason, EventType
 from revproxy.resolver import RouteResolver
 from revproxy.routes import RouteError, RouteTable, Upstream, parse_route_key
 
@@ -48,9 +51,6 @@ __all__ = ["EtcdRouteSync", "Backoff"]
 
 log = Logger()
 
-# The adapter module imports txaioetcd, which is slow to import: it is only
-# imported where a sync is built (revproxy.tap, with --etcd).
-EtcdModule = Any
 
 
 class Backoff:
@@ -103,7 +103,6 @@ class EtcdRouteSync(Service):
     def __init__(
         self,
         store: Any,
-        etcd: EtcdModule,
         resolver: RouteResolver,
         prefix: str,
         clock: IReactorTime,
@@ -113,7 +112,6 @@ class EtcdRouteSync(Service):
         probeInterval: float = 5.0,
     ) -> None:
         self._store = store
-        self._etcd = etcd
         self._resolver = resolver
         self.prefix = prefix
         self._prefixBytes = prefix.encode("utf-8")
@@ -332,7 +330,7 @@ class EtcdRouteSync(Service):
             return
         self._contact()
         self._backoff.reset()
-        put = self._etcd.EventType.PUT
+        put = EventType.PUT
         touched: set[str] = set()
         for event in batch.events:
             if event.type == put:
@@ -372,7 +370,7 @@ class EtcdRouteSync(Service):
         self._stopProbe()
         if not self.running:
             return
-        reasons = self._etcd.EndReason
+        reasons = EndReason
         if ended.reason == reasons.COMPACTED:
             self.resyncs += 1
             log.info(

@@ -294,7 +294,6 @@ def _etcdServices(options: Options | dict[str, Any], resolver: RouteResolver,
     _ConnectionPoolCloser(pool).setServiceParent(services)
     EtcdRouteSync(
         store,
-        etcd,
         resolver,
         options["prefix"],
         reactor,

@@ -12,7 +12,6 @@ from treq.testing import StubTreq
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from revproxy import etcd
 from revproxy.admin import AdminResource, ProxyCollector
 from revproxy.etcd import MemoryRouteStore
 from revproxy.metrics import BUCKETS, ProxyMetrics
@@ -34,7 +33,7 @@ class AdminHarness:
             self.store.put(b"/hosts/e.com/10.0.0.3:80", b'{"weight": 2}')
             resolver = RouteResolver()
             self.sync = EtcdRouteSync(
-                self.store, etcd, resolver, "/hosts/", self.clock,
+                self.store, resolver, "/hosts/", self.clock,
                 rng=random.Random(0), backoffInitial=1, backoffMax=1,
             )
         self.resolver = resolver

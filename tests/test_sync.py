@@ -25,7 +25,6 @@ class Harness:
         self.resolver = RouteResolver()
         self.sync = EtcdRouteSync(
             self.store,
-            etcd,
             self.resolver,
             "/hosts/",
             self.clock,
