@@ -101,6 +101,30 @@ def parse_etcd_endpoints(text: str) -> list[str]:
     return urls
 
 
+def _trustRoot(path: str) -> Any:
+    """
+    Load the CA certificates of C{--upstream-ca}.
+
+    @raise usage.UsageError: if the file cannot be read or holds no
+        certificate.
+    """
+    from twisted.internet.ssl import Certificate, trustRootFromCertificates
+
+    try:
+        pem = Path(path).read_bytes()
+    except OSError as e:
+        raise usage.UsageError(f"--upstream-ca: cannot read {path!r}: {e.strerror}")
+    marker = b"-----BEGIN CERTIFICATE-----"
+    blocks = [marker + b for b in pem.split(marker)[1:]]
+    try:
+        certificates = [Certificate.loadPEM(b) for b in blocks]
+    except Exception:
+        certificates = []
+    if not certificates:
+        raise usage.UsageError(f"--upstream-ca: {path!r} holds no PEM certificate")
+    return trustRootFromCertificates(certificates)
+
+
 def _embeddedEtcd(options: usage.Options) -> tuple[str, Path, int]:
     """
     Check the options of C{--etcd embedded}: the binary, the data directory
@@ -154,6 +178,7 @@ class Options(usage.Options):
         ["idle-timeout", None, "60", "Seconds a client connection may idle between requests."],
         ["pool-size", None, "64", "Idle connections kept per upstream."],
         ["pool-idle-timeout", None, "60", "Seconds an idle upstream connection is kept."],
+        ["upstream-ca", None, None, "PEM file of the CA certificates that https upstreams are verified against (default: the system's)."],
         ["log-format", None, "text", "Log format: text (human-readable) or json (one JSON object per line)."],
         ["admin", None, None, "Serve /healthz, /readyz, /routes and /metrics on this strports ENDPOINT, e.g. tcp:9901:interface=127.0.0.1."],
         ["ready-grace", None, "30", "Seconds /readyz stays 200 after the etcd watch is lost."],
@@ -213,6 +238,9 @@ class Options(usage.Options):
         self["pool-size"] = _count("--pool-size", self["pool-size"])
         if self["admin"] is not None:
             _checkEndpoint("--admin", self["admin"])
+        self["upstream-trust"] = (
+            None if self["upstream-ca"] is None else _trustRoot(self["upstream-ca"])
+        )
         if self["upstream"] is not None:
             try:
                 upstream: Upstream = parse_upstream(self["upstream"])
@@ -355,6 +383,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         connectTimeout=options["connect-timeout"],
         maxIdle=options["pool-size"],
         idleTimeout=options["pool-idle-timeout"],
+        tlsTrustRoot=options.get("upstream-trust"),
     )
     pool.setServiceParent(root)
     resource = RoutingProxyResource(

@@ -25,7 +25,7 @@ import io
 import os
 import re
 from collections.abc import Callable
-from typing import IO
+from typing import IO, Any
 from typing import Protocol as TypingProtocol
 
 from twisted.application.service import Service
@@ -588,6 +588,8 @@ class UpstreamPool(Service):
     @param endpointFactory: makes the endpoint for an upstream; by default
         a TCP endpoint for IP literals, a C{HostnameEndpoint} for names, and
         TLS around it for C{https}.
+    @param tlsTrustRoot: the C{IOpenSSLTrustRoot} that https upstreams'
+        certificates are verified against; L{None} for the platform's.
     """
 
     name = "upstream-pool"
@@ -599,8 +601,10 @@ class UpstreamPool(Service):
         maxIdle: int = 64,
         idleTimeout: float = 60.0,
         endpointFactory: Callable[[Upstream], IStreamClientEndpoint] | None = None,
+        tlsTrustRoot: Any = None,
     ) -> None:
         self._reactor = reactor
+        self._tlsTrustRoot = tlsTrustRoot
         self._clock: IReactorTime = reactor  # type: ignore[assignment]
         self.connectTimeout = connectTimeout
         self.maxIdle = maxIdle
@@ -625,7 +629,9 @@ class UpstreamPool(Service):
         else:
             endpoint = HostnameEndpoint(reactor, host, upstream.port, timeout)
         if upstream.scheme == "https":
-            endpoint = wrapClientTLS(optionsForClientTLS(host), endpoint)
+            endpoint = wrapClientTLS(
+                optionsForClientTLS(host, trustRoot=self._tlsTrustRoot), endpoint
+            )
         return endpoint
 
     def connection(

@@ -95,6 +95,8 @@ class OptionsTests(SynchronousTestCase):
             (["--etcd", "h:1", "--etcd-backoff-max", "x"], "--etcd-backoff-max"),
             (["--route", "a=h:1", "--prefix", "hosts"], "--prefix"),
             (["--route", "a=h:1", "--admin", "nonsense:1"], "--admin"),
+            (["--route", "a=h:1", "--upstream-ca", "/nonexistent/ca.pem"], "--upstream-ca"),
+            (["--route", "a=h:1", "--upstream-ca", __file__], "--upstream-ca"),
             (["--route", "a=h:1", "--ready-grace", "x"], "--ready-grace"),
             ([], "--route"),
         ]
