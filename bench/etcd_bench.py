@@ -601,9 +601,9 @@ def inProcessLoad(etcdUrl: str, prefix: str, expect: int) -> dict[str, Any]:
         def __init__(self, store: Any) -> None:
             self._store = store
 
-        def get_prefix(self, prefix: bytes) -> Any:
+        def getPrefix(self, prefix: bytes) -> Any:
             marks["asked"] = time.perf_counter()
-            d = self._store.get_prefix(prefix)
+            d = self._store.getPrefix(prefix)
 
             def read(snapshot: Any) -> Any:
                 marks["read"] = time.perf_counter()
@@ -661,7 +661,7 @@ def microBenchmark(sizes: list[int], events: int, repeats: int) -> dict[str, Any
 
     from revproxy import etcd
     from revproxy.resolver import RouteResolver
-    from revproxy.routes import parse_upstream
+    from revproxy.routes import parseUpstream
     from revproxy.sync import EtcdRouteSync
 
     put, delete = etcd.EventType.PUT, etcd.EventType.DELETE
@@ -675,7 +675,7 @@ def microBenchmark(sizes: list[int], events: int, repeats: int) -> dict[str, Any
         del entries
         assert resolver.table is not None and len(resolver.table) == size
         revision = 1
-        extra = parse_upstream("127.0.0.1:9")
+        extra = parseUpstream("127.0.0.1:9")
         means: dict[str, list[float]] = {"add": [], "delete": [], "update": [], "apply": []}
         addSamples: list[int] = []
 
@@ -729,7 +729,7 @@ def main(argv: list[str]) -> int:
     micro.add_argument("--sizes", default="100,1000,10000,100000")
     micro.add_argument("--events", type=int, default=2000)
     micro.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args(argv)
+    args = parser.parseArgs(argv)
     sys.path.insert(0, str(REPO))
     if args.command == "load":
         answer = inProcessLoad(args.etcd, args.prefix, args.expect)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from revproxy.routes import Upstream
 
-__all__ = ["Balancer", "RoundRobin", "RandomChoice", "POLICIES", "policy_factory"]
+__all__ = ["Balancer", "RoundRobin", "RandomChoice", "POLICIES", "policyFactory"]
 
 
 class Balancer(Protocol):
@@ -64,7 +64,7 @@ class RandomChoice:
 POLICIES = ("round-robin", "random")
 
 
-def policy_factory(
+def policyFactory(
     name: str, rng: random.Random | None = None
 ) -> Callable[[], Balancer]:
     """

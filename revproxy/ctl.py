@@ -51,9 +51,9 @@ from twisted.python.failure import Failure
 from revproxy.routes import (
     RouteError,
     Upstream,
-    parse_host_pattern,
-    parse_route_key,
-    parse_upstream,
+    parseHostPattern,
+    parseRouteKey,
+    parseUpstream,
 )
 
 if TYPE_CHECKING:
@@ -68,24 +68,24 @@ __all__ = [
     "RouteWatcher",
     "StoredRoute",
     "UsageError",
-    "build_parser",
-    "format_change",
-    "format_table",
+    "buildParser",
+    "formatChange",
+    "formatTable",
     "main",
-    "parse_args",
-    "parse_route_document",
-    "plan_add",
-    "plan_import",
-    "plan_rm",
-    "read_state",
-    "route_document",
-    "route_key",
-    "route_value",
-    "run_add",
-    "run_export",
-    "run_import",
-    "run_ls",
-    "run_rm",
+    "parseArgs",
+    "parseRouteDocument",
+    "planAdd",
+    "planImport",
+    "planRm",
+    "readState",
+    "routeDocument",
+    "routeKey",
+    "routeValue",
+    "runAdd",
+    "runExport",
+    "runImport",
+    "runLs",
+    "runRm",
 ]
 
 PROG = "revproxyctl"
@@ -131,13 +131,13 @@ class Config:
     endpoints: tuple[str, ...] = (DEFAULT_ETCD,)
     prefix: str = DEFAULT_PREFIX
     timeout: float = DEFAULT_TIMEOUT
-    max_txn_ops: int = DEFAULT_MAX_TXN_OPS
+    maxTxnOps: int = DEFAULT_MAX_TXN_OPS
     host: str | None = None
     upstreams: tuple[Upstream, ...] = ()
     weight: int | None = None
     json: bool = False
     file: str | None = None
-    dry_run: bool = False
+    dryRun: bool = False
     replace: bool = False
 
 
@@ -151,7 +151,7 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def buildParser() -> argparse.ArgumentParser:
     """
     The argument parser.  The global options are accepted before or after
     the subcommand.
@@ -229,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _positive_seconds(option: str, text: str) -> float:
+def _positiveSeconds(option: str, text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -239,7 +239,7 @@ def _positive_seconds(option: str, text: str) -> float:
     return value
 
 
-def _positive_int(option: str, text: str) -> int:
+def _positiveInt(option: str, text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -249,7 +249,7 @@ def _positive_int(option: str, text: str) -> int:
     return value
 
 
-def parse_endpoints(text: str, source: str) -> tuple[str, ...]:
+def parseEndpoints(text: str, source: str) -> tuple[str, ...]:
     """
     Validate etcd endpoints as the proxy's C{--etcd} does.
 
@@ -259,10 +259,10 @@ def parse_endpoints(text: str, source: str) -> tuple[str, ...]:
     # Imported here: revproxy.tap imports the proxy's services.
     from twisted.python import usage
 
-    from revproxy.tap import parse_etcd_endpoints
+    from revproxy.tap import parseEtcdEndpoints
 
     try:
-        return tuple(parse_etcd_endpoints(text))
+        return tuple(parseEtcdEndpoints(text))
     except usage.UsageError as e:
         message = str(e)
         if message.startswith("--etcd:"):
@@ -270,7 +270,7 @@ def parse_endpoints(text: str, source: str) -> tuple[str, ...]:
         raise UsageError(message) from None
 
 
-def parse_prefix(text: str, source: str) -> str:
+def parsePrefix(text: str, source: str) -> str:
     """
     Validate a key prefix as the proxy does: it starts with C{/}; a C{/} is
     added at the end if missing.
@@ -282,7 +282,7 @@ def parse_prefix(text: str, source: str) -> str:
 
 def _host(text: str) -> str:
     try:
-        return parse_host_pattern(text)
+        return parseHostPattern(text)
     except RouteError as e:
         raise UsageError(str(e)) from None
 
@@ -291,7 +291,7 @@ def _upstreams(texts: Sequence[str], weight: int, host: str) -> tuple[Upstream, 
     upstreams: list[Upstream] = []
     for text in texts:
         try:
-            upstream = parse_upstream(text, weight)
+            upstream = parseUpstream(text, weight)
         except RouteError as e:
             raise UsageError(str(e)) from None
         if upstream in upstreams:
@@ -300,34 +300,34 @@ def _upstreams(texts: Sequence[str], weight: int, host: str) -> tuple[Upstream, 
     return tuple(upstreams)
 
 
-def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
+def parseArgs(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
     """
     Parse and validate a command line; C{environ} supplies
     C{REVPROXY_ETCD} and C{REVPROXY_PREFIX} for absent options.
 
     @raise UsageError: for anything wrong, hosts and upstreams included.
     """
-    ns = build_parser().parse_args(list(argv))
+    ns = buildParser().parse_args(list(argv))
     opts = vars(ns)
     if "etcd" in opts:
-        endpoints = parse_endpoints(opts["etcd"], "--etcd")
+        endpoints = parseEndpoints(opts["etcd"], "--etcd")
     elif environ.get("REVPROXY_ETCD"):
-        endpoints = parse_endpoints(environ["REVPROXY_ETCD"], "$REVPROXY_ETCD")
+        endpoints = parseEndpoints(environ["REVPROXY_ETCD"], "$REVPROXY_ETCD")
     else:
         endpoints = (DEFAULT_ETCD,)
     if "prefix" in opts:
-        prefix = parse_prefix(opts["prefix"], "--prefix")
+        prefix = parsePrefix(opts["prefix"], "--prefix")
     elif environ.get("REVPROXY_PREFIX"):
-        prefix = parse_prefix(environ["REVPROXY_PREFIX"], "$REVPROXY_PREFIX")
+        prefix = parsePrefix(environ["REVPROXY_PREFIX"], "$REVPROXY_PREFIX")
     else:
         prefix = DEFAULT_PREFIX
     timeout = (
-        _positive_seconds("--timeout", opts["timeout"])
+        _positiveSeconds("--timeout", opts["timeout"])
         if "timeout" in opts
         else DEFAULT_TIMEOUT
     )
-    max_txn_ops = (
-        _positive_int("--max-txn-ops", opts["max_txn_ops"])
+    maxTxnOps = (
+        _positiveInt("--max-txn-ops", opts["max_txn_ops"])
         if "max_txn_ops" in opts
         else DEFAULT_MAX_TXN_OPS
     )
@@ -337,7 +337,7 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
     upstreams: tuple[Upstream, ...] = ()
     if command == "add":
         if ns.weight is not None:
-            weight = _positive_int("--weight", ns.weight)
+            weight = _positiveInt("--weight", ns.weight)
         assert host is not None
         upstreams = _upstreams(ns.upstreams, weight or 1, host)
     elif command == "rm":
@@ -348,13 +348,13 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
         endpoints=endpoints,
         prefix=prefix,
         timeout=timeout,
-        max_txn_ops=max_txn_ops,
+        maxTxnOps=maxTxnOps,
         host=host,
         upstreams=upstreams,
         weight=weight,
         json=bool(getattr(ns, "json", False)),
         file=getattr(ns, "file", None),
-        dry_run=bool(getattr(ns, "dry_run", False)),
+        dryRun=bool(getattr(ns, "dry_run", False)),
         replace=bool(getattr(ns, "replace", False)),
     )
 
@@ -367,7 +367,7 @@ DocumentEntry = Union[str, dict[str, Any]]
 Routes = dict[str, tuple[Upstream, ...]]
 
 
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def _noDuplicateKeys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj: dict[str, Any] = {}
     for key, value in pairs:
         if key in obj:
@@ -376,9 +376,9 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
-def _document_entry(entry: object, host: str, where: str) -> Upstream:
+def _documentEntry(entry: object, host: str, where: str) -> Upstream:
     if isinstance(entry, str):
-        return parse_upstream(entry)
+        return parseUpstream(entry)
     if isinstance(entry, dict):
         unknown = set(entry) - {"upstream", "weight"}
         if unknown:
@@ -391,13 +391,13 @@ def _document_entry(entry: object, host: str, where: str) -> Upstream:
             raise RouteError(
                 f"{where}: weight {weight!r} is not a whole number of at least 1"
             )
-        return parse_upstream(address, weight)
+        return parseUpstream(address, weight)
     raise RouteError(
         f'{where}: expected an address or {{"upstream": ADDRESS, "weight": N}}'
     )
 
 
-def parse_route_document(text: str, source: str) -> Routes:
+def parseRouteDocument(text: str, source: str) -> Routes:
     """
     Parse and validate a route document: a JSON object mapping each host
     pattern to a non-empty list of upstreams, each an address string (weight
@@ -408,7 +408,7 @@ def parse_route_document(text: str, source: str) -> Routes:
         are), prefixed with C{source}.
     """
     try:
-        obj = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+        obj = json.loads(text, object_pairs_hook=_noDuplicateKeys)
     except UsageError as e:
         raise UsageError(f"{source}: {e}") from None
     except ValueError as e:
@@ -420,9 +420,9 @@ def parse_route_document(text: str, source: str) -> Routes:
         )
     routes: Routes = {}
     problems: list[str] = []
-    for raw_host, entries in obj.items():
+    for rawHost, entries in obj.items():
         try:
-            host = parse_host_pattern(raw_host)
+            host = parseHostPattern(rawHost)
             if host in routes:
                 raise RouteError(f"host {host!r} appears twice")
             if not isinstance(entries, list):
@@ -436,7 +436,7 @@ def parse_route_document(text: str, source: str) -> Routes:
             for i, entry in enumerate(entries, 1):
                 where = f"host {host!r}, upstream #{i}"
                 try:
-                    upstream = _document_entry(entry, host, where)
+                    upstream = _documentEntry(entry, host, where)
                 except RouteError as e:
                     message = str(e)
                     if not message.startswith(where):
@@ -456,7 +456,7 @@ def parse_route_document(text: str, source: str) -> Routes:
     return routes
 
 
-def document_entry(upstream: Upstream) -> DocumentEntry:
+def documentEntry(upstream: Upstream) -> DocumentEntry:
     """
     An upstream as a document entry: the address alone for weight 1, else an
     object with its weight.
@@ -479,7 +479,7 @@ class StoredRoute:
     key: bytes
     host: str
     upstream: Upstream
-    mod_revision: int
+    modRevision: int
 
 
 @dataclass(frozen=True)
@@ -502,13 +502,13 @@ class RouteState:
         """
         The routes by host, hosts sorted, each host's routes in key order.
         """
-        by_host: dict[str, list[StoredRoute]] = {}
+        byHost: dict[str, list[StoredRoute]] = {}
         for route in self.routes:
-            by_host.setdefault(route.host, []).append(route)
-        return {h: by_host[h] for h in sorted(by_host)}
+            byHost.setdefault(route.host, []).append(route)
+        return {h: byHost[h] for h in sorted(byHost)}
 
 
-def parse_stored(
+def parseStored(
     key: bytes, value: bytes, prefix: str
 ) -> tuple[str, Upstream] | str:
     """
@@ -520,12 +520,12 @@ def parse_stored(
     except UnicodeDecodeError:
         return f"key {key!r} is not UTF-8"
     try:
-        return parse_route_key(text, prefix, value)
+        return parseRouteKey(text, prefix, value)
     except RouteError as e:
         return str(e)
 
 
-def read_state(
+def readState(
     revision: int, entries: Iterable[tuple[bytes, bytes, int]], prefix: str
 ) -> RouteState:
     """
@@ -533,16 +533,16 @@ def read_state(
     """
     routes: list[StoredRoute] = []
     skipped: list[tuple[str, str]] = []
-    for key, value, mod_revision in sorted(entries):
-        parsed = parse_stored(key, value, prefix)
+    for key, value, modRevision in sorted(entries):
+        parsed = parseStored(key, value, prefix)
         if isinstance(parsed, str):
             skipped.append((key.decode("utf-8", "backslashreplace"), parsed))
         else:
-            routes.append(StoredRoute(key, parsed[0], parsed[1], mod_revision))
+            routes.append(StoredRoute(key, parsed[0], parsed[1], modRevision))
     return RouteState(revision, tuple(routes), tuple(skipped))
 
 
-def route_key(prefix: str, host: str, upstream: Upstream) -> bytes:
+def routeKey(prefix: str, host: str, upstream: Upstream) -> bytes:
     """
     The key of a new route: C{<prefix><host>/<upstream>}, in the canonical
     spelling of the upstream.
@@ -550,14 +550,14 @@ def route_key(prefix: str, host: str, upstream: Upstream) -> bytes:
     return f"{prefix}{host}/{upstream}".encode("utf-8")
 
 
-def route_value(weight: int) -> bytes:
+def routeValue(weight: int) -> bytes:
     """
     The value of a route key: empty for weight 1, else C{{"weight": N}}.
     """
     return b"" if weight == 1 else json.dumps({"weight": weight}).encode("ascii")
 
 
-def route_document(state: RouteState) -> tuple[dict[str, list[DocumentEntry]], list[str]]:
+def routeDocument(state: RouteState) -> tuple[dict[str, list[DocumentEntry]], list[str]]:
     """
     The routes as an import document, and warnings: an upstream that two
     keys of a host name alike is listed once (with the first key's weight).
@@ -574,11 +574,11 @@ def route_document(state: RouteState) -> tuple[dict[str, list[DocumentEntry]], l
                 )
                 continue
             seen.append(route.upstream)
-        document[host] = [document_entry(u) for u in seen]
+        document[host] = [documentEntry(u) for u in seen]
     return document, warnings
 
 
-def format_table(state: RouteState, host: str | None = None) -> str:
+def formatTable(state: RouteState, host: str | None = None) -> str:
     """
     A table of the routes (of one host if given), with a header line:
     columns HOST, UPSTREAM, WEIGHT; hosts sorted, upstreams in key order.
@@ -616,8 +616,8 @@ class Change:
     host: str
     upstream: Upstream
     key: bytes
-    mod_revision: int
-    old_weight: int | None = None
+    modRevision: int
+    oldWeight: int | None = None
 
 
 @dataclass(frozen=True)
@@ -631,7 +631,7 @@ class Plan:
     notes: tuple[str, ...] = field(default=())
 
 
-def format_change(change: Change, revision: int | None = None) -> str:
+def formatChange(change: Change, revision: int | None = None) -> str:
     """
     One line for a change: C{+ HOST UPSTREAM [weight=N]},
     C{~ HOST UPSTREAM weight=N (was M)} or C{- HOST UPSTREAM}, with
@@ -639,7 +639,7 @@ def format_change(change: Change, revision: int | None = None) -> str:
     """
     parts = [change.kind, change.host, str(change.upstream)]
     if change.kind == "~":
-        parts.append(f"weight={change.upstream.weight} (was {change.old_weight})")
+        parts.append(f"weight={change.upstream.weight} (was {change.oldWeight})")
     elif change.kind == "+" and change.upstream.weight != 1:
         parts.append(f"weight={change.upstream.weight}")
     if revision is not None:
@@ -648,21 +648,21 @@ def format_change(change: Change, revision: int | None = None) -> str:
 
 
 def _put(prefix: str, host: str, upstream: Upstream) -> Change:
-    return Change("+", host, upstream, route_key(prefix, host, upstream), 0)
+    return Change("+", host, upstream, routeKey(prefix, host, upstream), 0)
 
 
-def _set_weight(route: StoredRoute, weight: int) -> Change:
+def _setWeight(route: StoredRoute, weight: int) -> Change:
     upstream = dataclasses.replace(route.upstream, weight=weight)
     return Change(
-        "~", route.host, upstream, route.key, route.mod_revision, route.upstream.weight
+        "~", route.host, upstream, route.key, route.modRevision, route.upstream.weight
     )
 
 
 def _remove(route: StoredRoute) -> Change:
-    return Change("-", route.host, route.upstream, route.key, route.mod_revision)
+    return Change("-", route.host, route.upstream, route.key, route.modRevision)
 
 
-def _set_host(
+def _setHost(
     prefix: str, host: str, current: Sequence[StoredRoute], wanted: Sequence[Upstream]
 ) -> list[Change]:
     """
@@ -679,12 +679,12 @@ def _set_host(
         first = matches[0]
         kept.add(first.key)
         if first.upstream.weight != upstream.weight:
-            changes.append(_set_weight(first, upstream.weight))
+            changes.append(_setWeight(first, upstream.weight))
     changes.extend(_remove(r) for r in current if r.key not in kept)
     return changes
 
 
-def plan_add(
+def planAdd(
     state: RouteState,
     prefix: str,
     host: str,
@@ -704,14 +704,14 @@ def plan_add(
             changes.append(_put(prefix, host, upstream))
         elif weight is not None and any(r.upstream.weight != weight for r in matches):
             changes.extend(
-                _set_weight(r, weight) for r in matches if r.upstream.weight != weight
+                _setWeight(r, weight) for r in matches if r.upstream.weight != weight
             )
         else:
             notes.append(f"{host} {upstream}: already present, nothing to do")
     return Plan(tuple(changes), tuple(notes))
 
 
-def plan_rm(state: RouteState, host: str, upstreams: Sequence[Upstream]) -> Plan:
+def planRm(state: RouteState, host: str, upstreams: Sequence[Upstream]) -> Plan:
     """
     Remove C{upstreams} from C{host}, or the whole host if none are given.
 
@@ -736,7 +736,7 @@ def plan_rm(state: RouteState, host: str, upstreams: Sequence[Upstream]) -> Plan
     return Plan(tuple(changes), tuple(notes))
 
 
-def plan_import(
+def planImport(
     state: RouteState, prefix: str, routes: Mapping[str, Sequence[Upstream]], replace: bool
 ) -> Plan:
     """
@@ -747,7 +747,7 @@ def plan_import(
     current = state.hosts()
     changes: list[Change] = []
     for host in sorted(set(routes) | (set(current) if replace else set())):
-        changes.extend(_set_host(prefix, host, current.get(host, []), routes.get(host, ())))
+        changes.extend(_setHost(prefix, host, current.get(host, []), routes.get(host, ())))
     return Plan(tuple(changes))
 
 
@@ -759,7 +759,7 @@ def summary(changes: Sequence[Change]) -> str:
     return f"{count['+']} to add, {count['-']} to remove, {count['~']} to change"
 
 
-def too_large(operations: int, limit: int) -> str:
+def tooLarge(operations: int, limit: int) -> str:
     """
     The message refusing a change that does not fit in one transaction.
     """
@@ -781,29 +781,29 @@ def _write(stream: TextIO, line: str) -> None:
     stream.flush()
 
 
-def _warn_skipped(state: RouteState, err: TextIO) -> None:
+def _warnSkipped(state: RouteState, err: TextIO) -> None:
     for key, reason in state.skipped:
         _write(err, f"{PROG}: warning: skipping key {key!r}: {reason}")
 
 
-async def read_routes(store: IRouteStore, prefix: str) -> RouteState:
+async def readRoutes(store: IRouteStore, prefix: str) -> RouteState:
     """
     Read and parse the routes under C{prefix}.
     """
-    snapshot = await store.get_prefix(prefix.encode("utf-8"))
-    return read_state(
+    snapshot = await store.getPrefix(prefix.encode("utf-8"))
+    return readState(
         snapshot.revision,
-        ((e.key, e.value, e.mod_revision) for e in snapshot.entries),
+        ((e.key, e.value, e.modRevision) for e in snapshot.entries),
         prefix,
     )
 
 
-async def apply_plan(
+async def applyPlan(
     store: IRouteStore,
     config: Config,
     planner: Callable[[RouteState], Plan],
     out: TextIO,
-    dry_run: bool = False,
+    dryRun: bool = False,
 ) -> int:
     """
     Read the routes, plan a change and apply it in one transaction, guarded
@@ -815,7 +815,7 @@ async def apply_plan(
     operations per transaction: the proxies would see, and a failure would
     leave, a half-applied change, and a later chunk's guard can only detect
     a conflict, not undo the earlier chunks.  A change that does not fit is
-    refused before anything is written (L{too_large}).
+    refused before anything is written (L{tooLarge}).
 
     @return: the exit status.
     @raise CommandError: from the planner, or when the change is too large
@@ -824,7 +824,7 @@ async def apply_plan(
     from revproxy.etcd import Delete, EtcdError, ModRevisionIs, Put
 
     for _ in range(ATTEMPTS):
-        state = await read_routes(store, config.prefix)
+        state = await readRoutes(store, config.prefix)
         plan = planner(state)
         for note in plan.notes:
             _write(out, note)
@@ -832,19 +832,19 @@ async def apply_plan(
             if not plan.notes:
                 _write(out, "nothing to change")
             return EXIT_OK
-        if dry_run:
+        if dryRun:
             for change in plan.changes:
-                _write(out, format_change(change))
+                _write(out, formatChange(change))
             _write(out, f"dry run: {summary(plan.changes)}; nothing was written")
-        if len(plan.changes) > config.max_txn_ops:
-            raise CommandError(too_large(len(plan.changes), config.max_txn_ops))
-        if dry_run:
+        if len(plan.changes) > config.maxTxnOps:
+            raise CommandError(tooLarge(len(plan.changes), config.maxTxnOps))
+        if dryRun:
             return EXIT_OK
-        compare = [ModRevisionIs(c.key, c.mod_revision) for c in plan.changes]
+        compare = [ModRevisionIs(c.key, c.modRevision) for c in plan.changes]
         operations = [
             Delete(c.key)
             if c.kind == "-"
-            else Put(c.key, route_value(c.upstream.weight))
+            else Put(c.key, routeValue(c.upstream.weight))
             for c in plan.changes
         ]
         try:
@@ -852,15 +852,15 @@ async def apply_plan(
         except EtcdError as e:
             if "too many operations" in e.message:
                 raise CommandError(
-                    too_large(len(plan.changes), config.max_txn_ops).replace(
-                        f"more than the limit of {config.max_txn_ops}",
+                    tooLarge(len(plan.changes), config.maxTxnOps).replace(
+                        f"more than the limit of {config.maxTxnOps}",
                         "more than etcd allows",
                     )
                 ) from None
             raise
         if result.succeeded:
             for change in plan.changes:
-                _write(out, format_change(change, result.revision))
+                _write(out, formatChange(change, result.revision))
             return EXIT_OK
     raise CommandError(
         f"the routes kept changing while this change was applied ({ATTEMPTS} "
@@ -868,44 +868,44 @@ async def apply_plan(
     )
 
 
-async def run_add(store: IRouteStore, config: Config, out: TextIO) -> int:
+async def runAdd(store: IRouteStore, config: Config, out: TextIO) -> int:
     """
     C{add HOST UPSTREAM... [--weight N]}.
     """
     assert config.host is not None
     host = config.host
-    return await apply_plan(
+    return await applyPlan(
         store,
         config,
-        lambda s: plan_add(s, config.prefix, host, config.upstreams, config.weight),
+        lambda s: planAdd(s, config.prefix, host, config.upstreams, config.weight),
         out,
     )
 
 
-async def run_rm(store: IRouteStore, config: Config, out: TextIO) -> int:
+async def runRm(store: IRouteStore, config: Config, out: TextIO) -> int:
     """
     C{rm HOST [UPSTREAM...]}.
     """
     assert config.host is not None
     host = config.host
-    return await apply_plan(
-        store, config, lambda s: plan_rm(s, host, config.upstreams), out
+    return await applyPlan(
+        store, config, lambda s: planRm(s, host, config.upstreams), out
     )
 
 
-async def run_import(
+async def runImport(
     store: IRouteStore, config: Config, routes: Routes, out: TextIO
 ) -> int:
     """
     C{import FILE [--dry-run] [--replace]}, with the already validated
     document C{routes}.
     """
-    return await apply_plan(
+    return await applyPlan(
         store,
         config,
-        lambda s: plan_import(s, config.prefix, routes, config.replace),
+        lambda s: planImport(s, config.prefix, routes, config.replace),
         out,
-        dry_run=config.dry_run,
+        dryRun=config.dryRun,
     )
 
 
@@ -913,36 +913,36 @@ def _dump(document: object) -> str:
     return json.dumps(document, indent=2) + "\n"
 
 
-async def run_ls(store: IRouteStore, config: Config, out: TextIO, err: TextIO) -> int:
+async def runLs(store: IRouteStore, config: Config, out: TextIO, err: TextIO) -> int:
     """
     C{ls [HOST] [--json]}.
     """
-    state = await read_routes(store, config.prefix)
-    _warn_skipped(state, err)
+    state = await readRoutes(store, config.prefix)
+    _warnSkipped(state, err)
     if config.host is not None and config.host not in state.hosts():
         raise CommandError(f"no such host: {config.host}")
     if config.json:
-        document, _ = route_document(state)
+        document, _ = routeDocument(state)
         if config.host is not None:
             document = {config.host: document[config.host]}
         out.write(_dump(document))
     elif state.routes:
-        out.write(format_table(state, config.host))
+        out.write(formatTable(state, config.host))
     else:
         _write(err, f"no routes under {config.prefix}")
     out.flush()
     return EXIT_OK
 
 
-async def run_export(
+async def runExport(
     store: IRouteStore, config: Config, out: TextIO, err: TextIO
 ) -> int:
     """
     C{export}: every route as an import document.
     """
-    state = await read_routes(store, config.prefix)
-    _warn_skipped(state, err)
-    document, warnings = route_document(state)
+    state = await readRoutes(store, config.prefix)
+    _warnSkipped(state, err)
+    document, warnings = routeDocument(state)
     for warning in warnings:
         _write(err, f"{PROG}: warning: {warning}")
     out.write(_dump(document))
@@ -972,16 +972,16 @@ class RouteWatcher:
         clock: IReactorTime,
         out: TextIO,
         err: TextIO,
-        retry_delay: float = 1.0,
-        max_retry_delay: float = 10.0,
+        retryDelay: float = 1.0,
+        maxRetryDelay: float = 10.0,
     ) -> None:
         self._store = store
         self._prefix = prefix
         self._clock = clock
         self._out = out
         self._err = err
-        self._retry_delay = retry_delay
-        self._max_retry_delay = max_retry_delay
+        self._retryDelay = retryDelay
+        self._maxRetryDelay = maxRetryDelay
         self._failures = 0
         self._known: dict[bytes, StoredRoute] = {}
         self._watch: IWatch | None = None
@@ -1024,13 +1024,13 @@ class RouteWatcher:
 
     def _read(self, first: bool = False) -> None:
         self._retry = None
-        self._reading = self._store.get_prefix(self._prefix.encode("utf-8"))
+        self._reading = self._store.getPrefix(self._prefix.encode("utf-8"))
         self._reading.addCallbacks(
             lambda snapshot: self._snapshot(snapshot, first),
-            lambda f: self._read_failed(f, first),
+            lambda f: self._readFailed(f, first),
         )
 
-    def _read_failed(self, failure: Failure, first: bool) -> None:
+    def _readFailed(self, failure: Failure, first: bool) -> None:
         self._reading = None
         if self._stopping and failure.check(CancelledError):
             self._finish(EXIT_OK)
@@ -1042,9 +1042,9 @@ class RouteWatcher:
 
     def _snapshot(self, snapshot: Snapshot, first: bool) -> None:
         self._reading = None
-        state = read_state(
+        state = readState(
             snapshot.revision,
-            ((e.key, e.value, e.mod_revision) for e in snapshot.entries),
+            ((e.key, e.value, e.modRevision) for e in snapshot.entries),
             self._prefix,
         )
         if self._stopping:
@@ -1060,14 +1060,14 @@ class RouteWatcher:
             for key in sorted(set(self._known) | set(new)):
                 self._show(self._known.get(key), new.get(key), snapshot.revision)
         self._known = new
-        self._start_watch(snapshot.revision + 1)
+        self._startWatch(snapshot.revision + 1)
 
-    def _start_watch(self, revision: int) -> None:
+    def _startWatch(self, revision: int) -> None:
         self._retry = None
         self._watch = self._store.watch(
             self._prefix.encode("utf-8"), revision, self._events
         )
-        self._watch.ended.addCallbacks(self._ended, self._watch_failed)
+        self._watch.ended.addCallbacks(self._ended, self._watchFailed)
 
     def _events(self, batch: WatchEvents) -> None:
         self._failures = 0
@@ -1075,13 +1075,13 @@ class RouteWatcher:
             old = self._known.pop(event.key, None)
             new = None
             if event.type.value == "PUT":
-                parsed = parse_stored(event.key, event.value, self._prefix)
+                parsed = parseStored(event.key, event.value, self._prefix)
                 if isinstance(parsed, str):
                     _write(self._err, f"{PROG}: warning: skipping key: {parsed}")
                 else:
-                    new = StoredRoute(event.key, parsed[0], parsed[1], event.mod_revision)
+                    new = StoredRoute(event.key, parsed[0], parsed[1], event.modRevision)
                     self._known[event.key] = new
-            self._show(old, new, event.mod_revision)
+            self._show(old, new, event.modRevision)
 
     def _show(
         self, old: StoredRoute | None, new: StoredRoute | None, revision: int
@@ -1093,10 +1093,10 @@ class RouteWatcher:
         elif old is not None and new is not None and (
             old.upstream.weight != new.upstream.weight
         ):
-            change = _set_weight(old, new.upstream.weight)
+            change = _setWeight(old, new.upstream.weight)
         else:
             return
-        _write(self._out, format_change(change, revision))
+        _write(self._out, formatChange(change, revision))
 
     def _ended(self, ended: WatchEnded) -> None:
         self._watch = None
@@ -1106,7 +1106,7 @@ class RouteWatcher:
         elif reason == "compacted":
             _write(
                 self._err,
-                f"{PROG}: revision {ended.next_revision} was compacted; "
+                f"{PROG}: revision {ended.nextRevision} was compacted; "
                 "re-reading the routes",
             )
             self._read()
@@ -1114,16 +1114,16 @@ class RouteWatcher:
             detail = ended.detail or reason
             self._interrupted(
                 f"watch interrupted ({detail})",
-                lambda: self._start_watch(ended.next_revision),
+                lambda: self._startWatch(ended.nextRevision),
             )
 
     def _interrupted(self, why: str, again: Callable[[], None]) -> None:
-        delay = min(self._max_retry_delay, self._retry_delay * 2**self._failures)
+        delay = min(self._maxRetryDelay, self._retryDelay * 2**self._failures)
         self._failures = min(self._failures + 1, 16)
         _write(self._err, f"{PROG}: {why}; retrying in {delay:g}s")
         self._retry = self._clock.callLater(delay, again)
 
-    def _watch_failed(self, failure: Failure) -> None:
+    def _watchFailed(self, failure: Failure) -> None:
         self._watch = None
         self._finish(failure)
 
@@ -1132,23 +1132,23 @@ class RouteWatcher:
 # The composition root
 
 
-def load_document(path: str, stdin: TextIO) -> Routes:
+def loadDocument(path: str, stdin: TextIO) -> Routes:
     """
     Read and validate the document of C{import}; C{-} is standard input.
 
     @raise UsageError: if it cannot be read or is not valid.
     """
     if path == "-":
-        return parse_route_document(stdin.read(), "<stdin>")
+        return parseRouteDocument(stdin.read(), "<stdin>")
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except (OSError, UnicodeDecodeError) as e:
         raise UsageError(f"cannot read {path}: {e}") from None
-    return parse_route_document(text, path)
+    return parseRouteDocument(text, path)
 
 
-def describe_failure(failure: Failure, endpoints: Sequence[str]) -> str:
+def describeFailure(failure: Failure, endpoints: Sequence[str]) -> str:
     """
     A one-line account of why a command failed.
     """
@@ -1209,16 +1209,16 @@ async def run(
     reactor.addSystemEventTrigger("before", "shutdown", interrupted)
     try:
         if config.command == "add":
-            status = await run_add(store, config, out)
+            status = await runAdd(store, config, out)
         elif config.command == "rm":
-            status = await run_rm(store, config, out)
+            status = await runRm(store, config, out)
         elif config.command == "ls":
-            status = await run_ls(store, config, out, err)
+            status = await runLs(store, config, out, err)
         elif config.command == "export":
-            status = await run_export(store, config, out, err)
+            status = await runExport(store, config, out, err)
         elif config.command == "import":
             assert routes is not None
-            status = await run_import(store, config, routes, out)
+            status = await runImport(store, config, routes, out)
         elif config.command == "watch":
             status = await watcher.start()
     except Exception:
@@ -1226,7 +1226,7 @@ async def run(
             # The failure is the interruption's doing, already reported.
             status = EXIT_INTERRUPTED
         else:
-            _write(err, f"{PROG}: {describe_failure(Failure(), config.endpoints)}")
+            _write(err, f"{PROG}: {describeFailure(Failure(), config.endpoints)}")
             status = EXIT_FAILED
     finished = True
     if status:
@@ -1240,9 +1240,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     """
     args = sys.argv[1:] if argv is None else list(argv)
     try:
-        config = parse_args(args, os.environ)
+        config = parseArgs(args, os.environ)
         routes = (
-            load_document(config.file, sys.stdin)
+            loadDocument(config.file, sys.stdin)
             if config.command == "import" and config.file is not None
             else None
         )

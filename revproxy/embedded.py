@@ -25,7 +25,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.runner.procmon import ProcessMonitor
 
-__all__ = ["EmbeddedEtcd", "EtcdBinaryNotFound", "find_etcd_binary", "etcd_arguments"]
+__all__ = ["EmbeddedEtcd", "EtcdBinaryNotFound", "findEtcdBinary", "etcdArguments"]
 
 log = Logger()
 
@@ -41,7 +41,7 @@ class EtcdBinaryNotFound(Exception):
     """
 
 
-def find_etcd_binary() -> str:
+def findEtcdBinary() -> str:
     """
     The path of the etcd binary to run.
 
@@ -61,51 +61,51 @@ def find_etcd_binary() -> str:
     raise EtcdBinaryNotFound(f"no etcd binary found; {INSTALL_HINT}")
 
 
-def _free_port() -> int:
+def _freePort() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
 
 
-def peer_port(data_dir: Path) -> int:
+def peerPort(dataDir: Path) -> int:
     """
-    The member's peer port: the one recorded in C{data_dir}, else a free
+    The member's peer port: the one recorded in C{dataDir}, else a free
     one, recorded there.
     """
-    record = data_dir / "revproxy-peer-port"
+    record = dataDir / "revproxy-peer-port"
     try:
         return int(record.read_text().strip())
     except (OSError, ValueError):
         pass
-    port = _free_port()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    port = _freePort()
+    dataDir.mkdir(parents=True, exist_ok=True)
     record.write_text(f"{port}\n")
     return port
 
 
-def etcd_arguments(binary: str, data_dir: Path, client_port: int, peer: int) -> list[str]:
+def etcdArguments(binary: str, dataDir: Path, clientPort: int, peer: int) -> list[str]:
     """
     The command line of a single-member etcd on loopback.
     """
-    client = f"http://127.0.0.1:{client_port}"
-    peer_url = f"http://127.0.0.1:{peer}"
+    client = f"http://127.0.0.1:{clientPort}"
+    peerUrl = f"http://127.0.0.1:{peer}"
     return [
         binary,
         "--name",
         "revproxy",
         "--data-dir",
-        str(data_dir / "member-data"),
+        str(dataDir / "member-data"),
         "--listen-client-urls",
         client,
         "--advertise-client-urls",
         client,
         "--listen-peer-urls",
-        peer_url,
+        peerUrl,
         "--initial-advertise-peer-urls",
-        peer_url,
+        peerUrl,
         "--initial-cluster",
-        f"revproxy={peer_url}",
+        f"revproxy={peerUrl}",
         "--log-level",
         "warn",
     ]
@@ -121,20 +121,20 @@ class EmbeddedEtcd(ProcessMonitor):
     killTime = 10
 
     def __init__(
-        self, reactor: Any, binary: str, data_dir: Path, client_port: int
+        self, reactor: Any, binary: str, dataDir: Path, clientPort: int
     ) -> None:
         super().__init__(reactor)
-        self.client_url = f"http://127.0.0.1:{client_port}"
-        self.data_dir = data_dir
-        self._args = etcd_arguments(binary, data_dir, client_port, peer_port(data_dir))
+        self.clientUrl = f"http://127.0.0.1:{clientPort}"
+        self.dataDir = dataDir
+        self._args = etcdArguments(binary, dataDir, clientPort, peerPort(dataDir))
         self.addProcess("etcd", self._args, env=dict(os.environ))
         self._exited: list[Deferred[None]] = []
 
     def startService(self) -> None:
         log.info(
-            "starting embedded etcd on {url}, data in {data_dir}",
-            url=self.client_url,
-            data_dir=str(self.data_dir),
+            "starting embedded etcd on {url}, data in {dataDir}",
+            url=self.clientUrl,
+            dataDir=str(self.dataDir),
         )
         super().startService()
 

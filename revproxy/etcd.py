@@ -31,7 +31,7 @@ in C{tests.test_etcd}:
   - C{Client.get} forwards only C{key} and C{range_end} and drops every other
     keyword argument (C{revision}, C{limit}, ...) silently, and C{KeySet}'s
     prefix end is wrong for a prefix ending in C{0xff}.  Range reads are built
-    here (L{EtcdClient.get_prefix}, with L{prefix_range_end}) and parsed with
+    here (L{EtcdClient.get_prefix}, with L{prefixRangeEnd}) and parsed with
     txaioetcd's C{Range}.
   - C{KeyValue._parse} turns an absent value into L{None}; the gateway omits
     empty fields, so an empty value arrives as L{None}.  We map it to C{b""}.
@@ -126,7 +126,7 @@ __all__ = [
     "WatchMessage",
     "WatchProgress",
     "WatchStreamDecoder",
-    "prefix_range_end",
+    "prefixRangeEnd",
 ]
 
 log = Logger()
@@ -165,15 +165,15 @@ class EtcdError(Exception):
     """
 
     def __init__(
-        self, code: int | None, message: str, http_code: int | None = None
+        self, code: int | None, message: str, httpCode: int | None = None
     ) -> None:
-        super().__init__(code, message, http_code)
+        super().__init__(code, message, httpCode)
         self.code = code
         self.message = message
-        self.http_code = http_code
+        self.httpCode = httpCode
 
     def __str__(self) -> str:
-        return f"etcd error {self.code} (HTTP {self.http_code}): {self.message}"
+        return f"etcd error {self.code} (HTTP {self.httpCode}): {self.message}"
 
 
 class EtcdUnavailable(Exception):
@@ -205,7 +205,7 @@ class Entry(NamedTuple):
 
     key: bytes
     value: bytes
-    mod_revision: int
+    modRevision: int
 
 
 class Snapshot(NamedTuple):
@@ -245,8 +245,8 @@ class EtcdStatus(NamedTuple):
     version: str
     revision: int
     leader: int
-    member_id: int
-    raft_term: int
+    memberId: int
+    raftTerm: int
 
 
 @dataclass(frozen=True)
@@ -302,7 +302,7 @@ Operation = Union[Put, Delete, DeletePrefix]
 Comparison = Union[ModRevisionIs, ValueIs]
 
 
-def prefix_range_end(prefix: bytes) -> bytes:
+def prefixRangeEnd(prefix: bytes) -> bytes:
     """
     The end of the key range holding every key that starts with C{prefix}:
     the prefix with its last byte below 0xff incremented (what etcd's
@@ -336,7 +336,7 @@ class WatchEvent:
     type: EventType
     key: bytes
     value: bytes
-    mod_revision: int
+    modRevision: int
 
 
 @dataclass(frozen=True)
@@ -359,7 +359,7 @@ class WatchCreated:
     """
 
     revision: int
-    watch_id: int
+    watchId: int
 
 
 @dataclass(frozen=True)
@@ -374,12 +374,12 @@ class WatchProgress:
 @dataclass(frozen=True)
 class WatchCanceled:
     """
-    etcd cancelled the watch.  With a C{compact_revision}, the start revision
+    etcd cancelled the watch.  With a C{compactRevision}, the start revision
     was compacted away: re-read the prefix and watch from the new revision.
     """
 
     revision: int
-    compact_revision: int | None
+    compactRevision: int | None
     reason: str
 
 
@@ -409,7 +409,7 @@ def _int(value: object) -> int:
     return int(value)
 
 
-def _decode_event(event: JSON) -> WatchEvent:
+def _decodeEvent(event: JSON) -> WatchEvent:
     kv = event.get("kv")
     if not isinstance(kv, dict) or "key" not in kv:
         raise ValueError("event without a key")
@@ -418,11 +418,11 @@ def _decode_event(event: JSON) -> WatchEvent:
         type=EventType(kind),
         key=base64.b64decode(kv["key"], validate=True),
         value=base64.b64decode(kv.get("value", ""), validate=True),
-        mod_revision=_int(kv.get("mod_revision")),
+        modRevision=_int(kv.get("mod_revision")),
     )
 
 
-def decode_watch_message(line: bytes) -> WatchMessage:
+def decodeWatchMessage(line: bytes) -> WatchMessage:
     """
     Decode one message of a gateway watch stream.  Never raises: what cannot
     be decoded becomes a L{WatchError} with a C{code} of L{None}.
@@ -444,18 +444,18 @@ def decode_watch_message(line: bytes) -> WatchMessage:
             raise ValueError("neither result nor error")
         header = result.get("header") or {}
         revision = _int(header.get("revision"))
-        compact_revision = _int(result.get("compact_revision"))
-        if result.get("canceled") or compact_revision:
+        compactRevision = _int(result.get("compact_revision"))
+        if result.get("canceled") or compactRevision:
             return WatchCanceled(
                 revision=revision,
-                compact_revision=compact_revision or None,
+                compactRevision=compactRevision or None,
                 reason=str(result.get("cancel_reason", "")),
             )
         if result.get("created"):
             return WatchCreated(revision, _int(result.get("watch_id")))
         events = result.get("events")
         if events:
-            return WatchEvents(revision, tuple(_decode_event(e) for e in events))
+            return WatchEvents(revision, tuple(_decodeEvent(e) for e in events))
         return WatchProgress(revision)
     except (ValueError, TypeError, KeyError, AttributeError, binascii.Error) as e:
         # json.JSONDecodeError and UnicodeDecodeError are ValueErrors.
@@ -469,14 +469,14 @@ class WatchStreamDecoder:
     objects, cut into reads anywhere.  No I/O: L{feed} it bytes, get messages.
 
     A message without its trailing newline waits in the buffer for more data,
-    or for L{finish}.  A message that grows beyond C{max_message_size} bytes
+    or for L{finish}.  A message that grows beyond C{maxMessageSize} bytes
     without a newline becomes a L{WatchError}, and the buffer is dropped.
     """
 
-    def __init__(self, max_message_size: int = 64 * 1024 * 1024) -> None:
-        self._max = max_message_size
+    def __init__(self, maxMessageSize: int = 64 * 1024 * 1024) -> None:
+        self._max = maxMessageSize
         self._pending: list[bytes] = []
-        self._pending_size = 0
+        self._pendingSize = 0
 
     def feed(self, data: bytes) -> list[WatchMessage]:
         """
@@ -490,20 +490,20 @@ class WatchStreamDecoder:
                 self._pending.append(data[start:newline])
                 line = b"".join(self._pending)
                 self._pending = []
-                self._pending_size = 0
+                self._pendingSize = 0
             else:
                 line = data[start:newline]
             if line.strip():
-                messages.append(decode_watch_message(line))
+                messages.append(decodeWatchMessage(line))
             start = newline + 1
             newline = data.find(b"\n", start)
         if start < len(data):
             rest = data[start:]
             self._pending.append(rest)
-            self._pending_size += len(rest)
-            if self._pending_size > self._max:
+            self._pendingSize += len(rest)
+            if self._pendingSize > self._max:
                 self._pending = []
-                self._pending_size = 0
+                self._pendingSize = 0
                 messages.append(
                     WatchError(
                         None,
@@ -518,9 +518,9 @@ class WatchStreamDecoder:
         """
         line = b"".join(self._pending)
         self._pending = []
-        self._pending_size = 0
+        self._pendingSize = 0
         if line.strip():
-            return [decode_watch_message(line)]
+            return [decodeWatchMessage(line)]
         return []
 
 
@@ -561,8 +561,8 @@ class WatchEnded:
     """
 
     reason: EndReason
-    next_revision: int
-    compact_revision: int | None = None
+    nextRevision: int
+    compactRevision: int | None = None
     error: WatchError | None = None
     detail: str = ""
 
@@ -581,7 +581,7 @@ class IWatch(Interface):
         "and its connection is closed, or fails with the exception a "
         "callback raised."
     )
-    next_revision = Attribute("The first revision not yet delivered (int).")
+    nextRevision = Attribute("The first revision not yet delivered (int).")
 
     def cancel() -> None:
         """
@@ -596,7 +596,7 @@ class IRouteStore(Interface):
     revisions are etcd's store revisions.
     """
 
-    def get_prefix(prefix: bytes) -> Deferred[Snapshot]:
+    def getPrefix(prefix: bytes) -> Deferred[Snapshot]:
         """
         Read every key starting with C{prefix}, and the revision of the read.
         """
@@ -611,7 +611,7 @@ class IRouteStore(Interface):
         Delete C{key}.
         """
 
-    def delete_prefix(prefix: bytes) -> Deferred[DeleteResult]:
+    def deletePrefix(prefix: bytes) -> Deferred[DeleteResult]:
         """
         Delete every key starting with C{prefix}.
         """
@@ -629,14 +629,14 @@ class IRouteStore(Interface):
 
     def watch(
         prefix: bytes,
-        start_revision: int,
-        on_events: OnEvents,
-        on_progress: OnProgress | None = None,
+        startRevision: int,
+        onEvents: OnEvents,
+        onProgress: OnProgress | None = None,
     ) -> IWatch:
         """
-        Watch every key starting with C{prefix} from C{start_revision}
-        (inclusive; 0 means from now).  C{on_events} gets each batch of
-        events, in revision order, each revision once; C{on_progress} gets
+        Watch every key starting with C{prefix} from C{startRevision}
+        (inclusive; 0 means from now).  C{onEvents} gets each batch of
+        events, in revision order, each revision once; C{onProgress} gets
         the revision of each progress notification.  An exception from
         either ends the watch: its C{ended} fails with it.
         """
@@ -681,7 +681,7 @@ class _BytesProducer:
         pass
 
 
-def _was_cancelled(exc: BaseException) -> bool:
+def _wasCancelled(exc: BaseException) -> bool:
     if isinstance(exc, CancelledError):
         return True
     reasons = getattr(exc, "reasons", None) or []
@@ -727,14 +727,14 @@ class EtcdClient:
         self,
         reactor: IReactorTime,
         endpoints: Sequence[str],
-        http_client: HTTPClient,
+        httpClient: HTTPClient,
         timeout: float = 10.0,
     ) -> None:
         if not endpoints:
             raise ValueError("no etcd endpoints")
         self._reactor = reactor
         self._endpoints = [e.rstrip("/") for e in endpoints]
-        self._http = http_client
+        self._http = httpClient
         self._timeout = timeout
         self._current = 0
         self._prefixes: dict[str, str] = {}
@@ -749,7 +749,7 @@ class EtcdClient:
 
     # -- transport
 
-    def api_prefix(self, endpoint: str) -> str | None:
+    def apiPrefix(self, endpoint: str) -> str | None:
         """
         The gateway prefix discovered for C{endpoint}, if any yet.
         """
@@ -781,7 +781,7 @@ class EtcdClient:
             None, f"{endpoint} serves no etcd v3 gateway under {API_PREFIXES}", 404
         )
 
-    async def _prefix_for(self, endpoint: str) -> str:
+    async def _prefixFor(self, endpoint: str) -> str:
         known = self._prefixes.get(endpoint)
         if known is not None:
             return known
@@ -815,7 +815,7 @@ class EtcdClient:
         serving the prefix we found), rediscover the prefix and try once more.
         """
         for _ in range(2):
-            prefix = await self._prefix_for(endpoint)
+            prefix = await self._prefixFor(endpoint)
             response = await self._post(endpoint + prefix + method, body, stream)
             if response.code == 404:
                 await response.content()
@@ -839,12 +839,12 @@ class EtcdClient:
         connection failure.  For a stream, the body is left unread.
         """
         problems: list[str] = []
-        retry_unknown = method in _IDEMPOTENT or stream
+        retryUnknown = method in _IDEMPOTENT or stream
         # A pooled keep-alive connection that etcd closed just as it was
         # reused fails with ResponseNeverReceived: the request was not
         # processed.  A read or a watch is then tried once more on the same
         # endpoint (on a new connection) before moving to the next endpoint.
-        stale_retry = retry_unknown
+        staleRetry = retryUnknown
         attempts = 0
         while attempts < len(self._endpoints):
             attempts += 1
@@ -862,13 +862,13 @@ class EtcdClient:
                 if timeout.fired:
                     problem = EtcdTimeout(f"no answer within {self._timeout}s")
                     sent = True
-                elif _was_cancelled(e) or isinstance(e, ConnectingCancelledError):
+                elif _wasCancelled(e) or isinstance(e, ConnectingCancelledError):
                     # Our caller cancelled the request.
                     raise CancelledError() from e
                 elif isinstance(e, _NOT_SENT):
                     sent = False
-                elif isinstance(e, ResponseNeverReceived) and stale_retry:
-                    stale_retry = False
+                elif isinstance(e, ResponseNeverReceived) and staleRetry:
+                    staleRetry = False
                     attempts -= 1
                     log.info(
                         "etcd {endpoint}: connection closed before answering "
@@ -893,14 +893,14 @@ class EtcdClient:
                 method=method,
                 next=self._endpoints[self._current],
             )
-            if sent and not retry_unknown:
+            if sent and not retryUnknown:
                 break
         raise EtcdUnavailable(problems)
 
     def _unary(self, method: str, body: JSON) -> Deferred[JSON]:
         async def call() -> JSON:
             response, content = await self._send(method, body)
-            return _parse_unary(response.code, content or b"")
+            return _parseUnary(response.code, content or b"")
 
         return Deferred.fromCoroutine(call())
 
@@ -917,8 +917,8 @@ class EtcdClient:
                 version=status.version or "",
                 revision=header.revision or 0,
                 leader=status.leader or 0,
-                member_id=header.member_id or 0,
-                raft_term=status.raft_term or 0,
+                memberId=header.member_id or 0,
+                raftTerm=status.raft_term or 0,
             )
 
         body = commons.StatusRequestAssembler(_NO_URL).data
@@ -926,14 +926,14 @@ class EtcdClient:
             lambda obj: convert(txaioetcd.Status._parse(obj))
         )
 
-    def get_prefix(
+    def getPrefix(
         self, prefix: bytes, revision: int | None = None
     ) -> Deferred[Snapshot]:
         """
         Read every key starting with C{prefix}, at C{revision} if given (a
         compacted revision fails with L{EtcdError} code 11), else now.
         """
-        body: JSON = {"key": _b64(prefix), "range_end": _b64(prefix_range_end(prefix))}
+        body: JSON = {"key": _b64(prefix), "range_end": _b64(prefixRangeEnd(prefix))}
         if revision is not None:
             body["revision"] = str(revision)
 
@@ -950,18 +950,18 @@ class EtcdClient:
     def put(self, key: bytes, value: bytes) -> Deferred[int]:
         body = commons.PutRequestAssembler(_NO_URL, key, value).data
         return self._unary("kv/put", body).addCallback(
-            lambda obj: _header_revision(txaioetcd.Revision._parse(obj).header)
+            lambda obj: _headerRevision(txaioetcd.Revision._parse(obj).header)
         )
 
     def delete(self, key: bytes) -> Deferred[DeleteResult]:
-        return self._delete_range(txaioetcd.KeySet(key))
+        return self._deleteRange(txaioetcd.KeySet(key))
 
-    def delete_prefix(self, prefix: bytes) -> Deferred[DeleteResult]:
-        return self._delete_range(
-            txaioetcd.KeySet(prefix, range_end=prefix_range_end(prefix))
+    def deletePrefix(self, prefix: bytes) -> Deferred[DeleteResult]:
+        return self._deleteRange(
+            txaioetcd.KeySet(prefix, range_end=prefixRangeEnd(prefix))
         )
 
-    def _delete_range(self, keys: Any) -> Deferred[DeleteResult]:
+    def _deleteRange(self, keys: Any) -> Deferred[DeleteResult]:
         body = commons.DeleteRequestAssembler(_NO_URL, keys).data
         return self._unary("kv/deleterange", body).addCallback(
             lambda obj: _deleted(txaioetcd.Deleted._parse(obj))
@@ -981,30 +981,30 @@ class EtcdClient:
 
         def convert(obj: JSON) -> TxnResult:
             header, _ = commons.validate_client_submit_response(obj)
-            return TxnResult(bool(obj.get("succeeded")), _header_revision(header))
+            return TxnResult(bool(obj.get("succeeded")), _headerRevision(header))
 
         return self._unary("kv/txn", transaction._marshal()).addCallback(convert)
 
     def watch(
         self,
         prefix: bytes,
-        start_revision: int,
-        on_events: OnEvents,
-        on_progress: OnProgress | None = None,
+        startRevision: int,
+        onEvents: OnEvents,
+        onProgress: OnProgress | None = None,
     ) -> EtcdWatch:
         create: JSON = {
             "key": _b64(prefix),
-            "range_end": _b64(prefix_range_end(prefix)),
+            "range_end": _b64(prefixRangeEnd(prefix)),
             "progress_notify": True,
         }
-        if start_revision > 0:
-            create["start_revision"] = str(start_revision)
-        w = EtcdWatch(start_revision, on_events, on_progress)
+        if startRevision > 0:
+            create["start_revision"] = str(startRevision)
+        w = EtcdWatch(startRevision, onEvents, onProgress)
         w._start(self._send("watch", {"create_request": create}, stream=True))
         return w
 
 
-def _parse_unary(code: int, content: bytes) -> JSON:
+def _parseUnary(code: int, content: bytes) -> JSON:
     try:
         obj = json.loads(content)
     except ValueError:
@@ -1019,12 +1019,12 @@ def _parse_unary(code: int, content: bytes) -> JSON:
     raise EtcdError(None, text or f"HTTP {code}", code)
 
 
-def _header_revision(header: Any) -> int:
+def _headerRevision(header: Any) -> int:
     return int(header.revision or 0) if header is not None else 0
 
 
 def _deleted(result: Any) -> DeleteResult:
-    return DeleteResult(_header_revision(result.header), int(result.deleted or 0))
+    return DeleteResult(_headerRevision(result.header), int(result.deleted or 0))
 
 
 def _comparison(c: Comparison) -> Any:
@@ -1039,7 +1039,7 @@ def _operation(o: Operation) -> Any:
     if isinstance(o, Delete):
         return txaioetcd.OpDel(o.key)
     return txaioetcd.OpDel(
-        txaioetcd.KeySet(o.prefix, range_end=prefix_range_end(o.prefix))
+        txaioetcd.KeySet(o.prefix, range_end=prefixRangeEnd(o.prefix))
     )
 
 
@@ -1063,7 +1063,7 @@ class _WatchProtocol(Protocol):
             if self._watch._ending is not None:
                 break
             self._watch._message(message)
-        self._watch._connection_lost(reason)
+        self._watch._connectionLost(reason)
 
 
 def _stop(protocol: Protocol) -> None:
@@ -1083,27 +1083,27 @@ class EtcdWatch:
 
     def __init__(
         self,
-        start_revision: int,
-        on_events: OnEvents,
-        on_progress: OnProgress | None,
+        startRevision: int,
+        onEvents: OnEvents,
+        onProgress: OnProgress | None,
     ) -> None:
         self.ended: Deferred[WatchEnded] = Deferred()
-        self._on_events = on_events
-        self._on_progress = on_progress
+        self._onEvents = onEvents
+        self._onProgress = onProgress
         # The last revision delivered (or known complete): older etcd
         # releases may send an event twice; each revision is delivered once.
-        self._applied = max(start_revision - 1, 0)
+        self._applied = max(startRevision - 1, 0)
         self._ending: WatchEnded | Failure | None = None
         self._request: Deferred[Any] | None = None
         self._protocol: _WatchProtocol | None = None
 
     @property
-    def next_revision(self) -> int:
+    def nextRevision(self) -> int:
         return self._applied + 1
 
     def _start(self, coro: Any) -> None:
         self._request = Deferred.fromCoroutine(coro)
-        self._request.addCallbacks(self._responded, self._not_responded)
+        self._request.addCallbacks(self._responded, self._notResponded)
 
     def _responded(self, result: tuple[Response, bytes | None]) -> None:
         self._request = None
@@ -1116,7 +1116,7 @@ class EtcdWatch:
             return
         if response.code != 200:
             try:
-                _parse_unary(response.code, content or b"")
+                _parseUnary(response.code, content or b"")
                 error = WatchError(None, f"HTTP {response.code}")
             except EtcdError as e:
                 error = WatchError(e.code, e.message)
@@ -1125,7 +1125,7 @@ class EtcdWatch:
         self._protocol = _WatchProtocol(self)
         response.deliverBody(self._protocol)
 
-    def _not_responded(self, failure: Failure) -> None:
+    def _notResponded(self, failure: Failure) -> None:
         self._request = None
         if self._ending is not None:
             self._fire(self._ending)
@@ -1144,39 +1144,39 @@ class EtcdWatch:
     def _ended(
         self,
         reason: EndReason,
-        compact_revision: int | None = None,
+        compactRevision: int | None = None,
         error: WatchError | None = None,
         detail: str = "",
     ) -> WatchEnded:
-        return WatchEnded(reason, self.next_revision, compact_revision, error, detail)
+        return WatchEnded(reason, self.nextRevision, compactRevision, error, detail)
 
     def _message(self, message: WatchMessage) -> None:
         try:
             if isinstance(message, WatchEvents):
                 applied = self._applied
-                fresh = tuple(e for e in message.events if e.mod_revision > applied)
+                fresh = tuple(e for e in message.events if e.modRevision > applied)
                 if fresh:
-                    self._applied = max(e.mod_revision for e in fresh)
+                    self._applied = max(e.modRevision for e in fresh)
                     if len(fresh) != len(message.events):
                         message = WatchEvents(message.revision, fresh)
-                    self._on_events(message)
+                    self._onEvents(message)
             elif isinstance(message, WatchProgress):
                 self._applied = max(self._applied, message.revision)
-                if self._on_progress is not None:
-                    self._on_progress(message.revision)
+                if self._onProgress is not None:
+                    self._onProgress(message.revision)
             elif isinstance(message, WatchCreated):
                 log.debug(
                     "etcd watch created at revision {revision}",
                     revision=message.revision,
                 )
             elif isinstance(message, WatchCanceled):
-                if message.compact_revision is not None:
+                if message.compactRevision is not None:
                     reason = EndReason.COMPACTED
-                    detail = f"revision {self.next_revision} compacted"
+                    detail = f"revision {self.nextRevision} compacted"
                 else:
                     reason = EndReason.SERVER_CANCELED
                     detail = message.reason or "canceled by etcd"
-                self._end(self._ended(reason, message.compact_revision, detail=detail))
+                self._end(self._ended(reason, message.compactRevision, detail=detail))
             else:
                 self._end(
                     self._ended(EndReason.ERROR, error=message, detail=message.message)
@@ -1198,7 +1198,7 @@ class EtcdWatch:
         elif self._request is not None:
             self._request.cancel()
 
-    def _connection_lost(self, reason: Failure) -> None:
+    def _connectionLost(self, reason: Failure) -> None:
         self._protocol = None
         if self._ending is None:
             if reason.check(ResponseDone, PotentialDataLoss):
@@ -1214,10 +1214,10 @@ class EtcdWatch:
         self._ending = result
         if isinstance(result, WatchEnded):
             log.info(
-                "etcd watch ended ({reason}): {detail}; next revision {next_revision}",
+                "etcd watch ended ({reason}): {detail}; next revision {nextRevision}",
                 reason=result.reason.value,
                 detail=result.detail,
-                next_revision=result.next_revision,
+                nextRevision=result.nextRevision,
             )
             self.ended.callback(result)
         else:
@@ -1233,7 +1233,7 @@ class EtcdWatch:
 
 class _Record(NamedTuple):
     value: bytes
-    mod_revision: int
+    modRevision: int
 
 
 @implementer(IWatch)
@@ -1246,19 +1246,19 @@ class MemoryWatch:
         self,
         store: MemoryRouteStore,
         prefix: bytes,
-        start_revision: int,
-        on_events: OnEvents,
-        on_progress: OnProgress | None,
+        startRevision: int,
+        onEvents: OnEvents,
+        onProgress: OnProgress | None,
     ) -> None:
         self.ended: Deferred[WatchEnded] = Deferred()
         self.prefix = prefix
         self._store = store
-        self._on_events = on_events
-        self._on_progress = on_progress
-        self._applied = max(start_revision - 1, 0)
+        self._onEvents = onEvents
+        self._onProgress = onProgress
+        self._applied = max(startRevision - 1, 0)
 
     @property
-    def next_revision(self) -> int:
+    def nextRevision(self) -> int:
         return self._applied + 1
 
     def _deliver(self, revision: int, events: tuple[WatchEvent, ...]) -> None:
@@ -1269,7 +1269,7 @@ class MemoryWatch:
         if not mine:
             return
         try:
-            self._on_events(WatchEvents(revision, mine))
+            self._onEvents(WatchEvents(revision, mine))
         except Exception:
             failure = Failure()
             log.failure("etcd watch callback failed; ending the watch", failure)
@@ -1283,9 +1283,9 @@ class MemoryWatch:
         if self.ended.called:
             return
         self._applied = max(self._applied, self._store.revision)
-        if self._on_progress is not None:
+        if self._onProgress is not None:
             try:
-                self._on_progress(self._store.revision)
+                self._onProgress(self._store.revision)
             except Exception:
                 failure = Failure()
                 log.failure("etcd watch callback failed; ending the watch", failure)
@@ -1295,7 +1295,7 @@ class MemoryWatch:
     def end(
         self,
         reason: EndReason,
-        compact_revision: int | None = None,
+        compactRevision: int | None = None,
         error: WatchError | None = None,
         detail: str = "",
     ) -> None:
@@ -1306,7 +1306,7 @@ class MemoryWatch:
             return
         self._store._forget(self)
         self.ended.callback(
-            WatchEnded(reason, self.next_revision, compact_revision, error, detail)
+            WatchEnded(reason, self.nextRevision, compactRevision, error, detail)
         )
 
     def cancel(self) -> None:
@@ -1327,7 +1327,7 @@ class MemoryRouteStore:
 
     def __init__(self, clock: IReactorTime | None = None) -> None:
         self.revision = 1
-        self.compact_revision = 0
+        self.compactRevision = 0
         self.unavailable = False
         self._clock = clock
         self._data: dict[bytes, _Record] = {}
@@ -1382,7 +1382,7 @@ class MemoryRouteStore:
             self._commit(events)
         return deleted, events
 
-    def get_prefix(
+    def getPrefix(
         self, prefix: bytes, revision: int | None = None
     ) -> Deferred[Snapshot]:
         try:
@@ -1392,7 +1392,7 @@ class MemoryRouteStore:
         except Exception:
             return fail()
         entries = [
-            Entry(k, r.value, r.mod_revision)
+            Entry(k, r.value, r.modRevision)
             for k, r in sorted(self._data.items())
             if k.startswith(prefix)
         ]
@@ -1414,7 +1414,7 @@ class MemoryRouteStore:
         deleted, _ = self._apply([Delete(key)])
         return succeed(DeleteResult(self.revision, deleted))
 
-    def delete_prefix(self, prefix: bytes) -> Deferred[DeleteResult]:
+    def deletePrefix(self, prefix: bytes) -> Deferred[DeleteResult]:
         try:
             self._check()
         except EtcdUnavailable:
@@ -1436,7 +1436,7 @@ class MemoryRouteStore:
         def holds(c: Comparison) -> bool:
             record = self._data.get(c.key)
             if isinstance(c, ModRevisionIs):
-                return (record.mod_revision if record else 0) == c.revision
+                return (record.modRevision if record else 0) == c.revision
             return record is not None and record.value == c.value
 
         succeeded = all(holds(c) for c in compare)
@@ -1448,19 +1448,19 @@ class MemoryRouteStore:
         Forget the history up to C{revision}, as etcd's compaction does:
         watches from at or below it are cancelled with L{EndReason.COMPACTED}.
         """
-        self.compact_revision = max(self.compact_revision, revision)
+        self.compactRevision = max(self.compactRevision, revision)
         self._history = [(r, e) for r, e in self._history if r > revision]
 
     def watch(
         self,
         prefix: bytes,
-        start_revision: int,
-        on_events: OnEvents,
-        on_progress: OnProgress | None = None,
+        startRevision: int,
+        onEvents: OnEvents,
+        onProgress: OnProgress | None = None,
     ) -> MemoryWatch:
-        if start_revision <= 0:
-            start_revision = self.revision + 1
-        w = MemoryWatch(self, prefix, start_revision, on_events, on_progress)
+        if startRevision <= 0:
+            startRevision = self.revision + 1
+        w = MemoryWatch(self, prefix, startRevision, onEvents, onProgress)
         if self.unavailable:
             self._schedule(
                 w.end,
@@ -1470,18 +1470,18 @@ class MemoryRouteStore:
                 "memory store is unavailable",
             )
             return w
-        if start_revision <= self.compact_revision:
+        if startRevision <= self.compactRevision:
             self._schedule(
                 w.end,
                 EndReason.COMPACTED,
-                self.compact_revision,
+                self.compactRevision,
                 None,
-                f"revision {start_revision} compacted",
+                f"revision {startRevision} compacted",
             )
             return w
         self.watches.append(w)
         for revision, events in self._history:
-            if revision >= start_revision:
+            if revision >= startRevision:
                 self._schedule(w._deliver, revision, events)
         return w
 

@@ -31,11 +31,11 @@ from zope.interface import implementer
 
 from revproxy.metrics import ProxyMetrics
 from revproxy.resolver import NoRouteTable, RouteResolver
-from revproxy.routes import HostRoute, Upstream, normalize_request_host
+from revproxy.routes import HostRoute, Upstream, normalizeRequestHost
 from revproxy.server import ProxyRequest
 from revproxy.upstream import UpstreamConnection, UpstreamPool
 
-__all__ = ["RoutingProxyResource", "HOP_BY_HOP", "join_path"]
+__all__ = ["RoutingProxyResource", "HOP_BY_HOP", "joinPath"]
 
 log = Logger()
 
@@ -71,7 +71,7 @@ SMALL_BODY = 64 * 1024
 """Request bodies up to this size are sent in the same write as the head."""
 
 
-def join_path(base: bytes, target: bytes) -> bytes:
+def joinPath(base: bytes, target: bytes) -> bytes:
     """
     Join an upstream's base path with a request target the way Go's
     C{httputil.NewSingleHostReverseProxy} does: exactly one slash between
@@ -91,24 +91,24 @@ def join_path(base: bytes, target: bytes) -> bytes:
     return joined + sep + query
 
 
-def _origin_form(uri: bytes) -> bytes:
+def _originForm(uri: bytes) -> bytes:
     """
     The path and query of a request target, also for the absolute form
     (C{http://host/path}) that clients may send to a proxy.
     """
     if uri[:1] == b"/":
         return uri
-    scheme_end = uri.find(b"://")
-    if scheme_end > 0:
-        slash = uri.find(b"/", scheme_end + 3)
-        query = uri.find(b"?", scheme_end + 3)
+    schemeEnd = uri.find(b"://")
+    if schemeEnd > 0:
+        slash = uri.find(b"/", schemeEnd + 3)
+        query = uri.find(b"?", schemeEnd + 3)
         if slash < 0 or (0 <= query < slash):
             return b"/" + uri[query:] if query >= 0 else b"/"
         return uri[slash:]
     return uri
 
 
-def _connection_tokens(values: Sequence[bytes] | None) -> frozenset[bytes]:
+def _connectionTokens(values: Sequence[bytes] | None) -> frozenset[bytes]:
     if not values:
         return frozenset()
     return frozenset(
@@ -172,7 +172,7 @@ class RoutingProxyResource(ReverseProxyResource):
         hosts = request.requestHeaders.getRawHeaders(b"host")
         rawHost = hosts[0] if hosts else b""
         try:
-            route = self.resolver.resolve(normalize_request_host(rawHost))
+            route = self.resolver.resolve(normalizeRequestHost(rawHost))
         except NoRouteTable:
             return self._refuse(request, 503, b"no routes loaded yet")
         if hosts and len(hosts) > 1:
@@ -283,7 +283,7 @@ class _Forward:
         headers = request.requestHeaders
         drop = _REQUEST_DROP
         connection = headers.getRawHeaders(b"connection")
-        extra = _connection_tokens(connection) if connection else None
+        extra = _connectionTokens(connection) if connection else None
         lines: list[bytes] = []
         append = lines.append
         forwardedFor: list[bytes] | None = None
@@ -337,9 +337,9 @@ class _Forward:
 
     def _head(self, upstream: Upstream) -> bytes:
         request = self._request
-        target = _origin_form(request.uri)
-        if upstream.base_path:
-            target = join_path(upstream.base_path, target)
+        target = _originForm(request.uri)
+        if upstream.basePath:
+            target = joinPath(upstream.basePath, target)
         return b"".join(
             [request.method, b" ", target, b" HTTP/1.1\r\n", *self._headers, b"\r\n"]  # type: ignore[misc]
         )
@@ -414,7 +414,7 @@ class _Forward:
             lname = name.lower()
             if lname in drop:
                 if lname == b"connection":
-                    extra = _connection_tokens([value])
+                    extra = _connectionTokens([value])
                 continue
             if lname == b"date":
                 hasDate = True

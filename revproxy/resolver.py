@@ -76,6 +76,6 @@ class RouteResolver(Service):
         L{RouteTable.with_changes}) and return it.
         """
         current = self.table if self.table is not None else RouteTable()
-        table = current.with_changes(changes, self.balancer)
+        table = current.withChanges(changes, self.balancer)
         self.replace(table)
         return table

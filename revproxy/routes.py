@@ -27,11 +27,11 @@ __all__ = [
     "Upstream",
     "HostRoute",
     "RouteTable",
-    "parse_upstream",
-    "parse_host_pattern",
-    "parse_route",
-    "parse_route_key",
-    "normalize_request_host",
+    "parseUpstream",
+    "parseHostPattern",
+    "parseRoute",
+    "parseRouteKey",
+    "normalizeRequestHost",
 ]
 
 
@@ -62,7 +62,7 @@ class Upstream:
     scheme: str
     host: str
     port: int
-    base_path: bytes = b""
+    basePath: bytes = b""
     weight: int = field(default=1, compare=False)
     name: str = field(init=False, compare=False, repr=False)
     """The canonical text form, as C{str} gives it."""
@@ -85,17 +85,17 @@ class Upstream:
         return (self.scheme, self.host, self.port)
 
     def __post_init__(self) -> None:
-        if self.scheme == "http" and not self.base_path:
+        if self.scheme == "http" and not self.basePath:
             name = self.authority
         else:
-            name = f"{self.scheme}://{self.authority}{self.base_path.decode('ascii')}"
+            name = f"{self.scheme}://{self.authority}{self.basePath.decode('ascii')}"
         object.__setattr__(self, "name", name)
 
     def __str__(self) -> str:
         return self.name
 
 
-def _check_dns_name(name: str, what: str) -> str:
+def _checkDnsName(name: str, what: str) -> str:
     """
     Validate a DNS name (lower-cased, without a trailing dot) and return it.
     """
@@ -109,14 +109,14 @@ def _check_dns_name(name: str, what: str) -> str:
     return name
 
 
-def _parse_ip(text: str) -> str | None:
+def _parseIp(text: str) -> str | None:
     try:
         return str(ipaddress.ip_address(text))
     except ValueError:
         return None
 
 
-def parse_upstream(text: str, weight: int = 1) -> Upstream:
+def parseUpstream(text: str, weight: int = 1) -> Upstream:
     """
     Parse an upstream address in any of the accepted forms:
     C{host:port}, C{[v6]:port}, C{http://host[:port][/base]},
@@ -165,20 +165,20 @@ def parse_upstream(text: str, weight: int = 1) -> Upstream:
     if port == 0:
         raise RouteError(f"upstream {original!r}: port 0 is not a port")
     if parts.netloc.startswith("["):
-        ip = _parse_ip(hostname)
+        ip = _parseIp(hostname)
         if ip is None or ":" not in ip:
             raise RouteError(f"upstream {original!r}: invalid IPv6 address")
         host = ip
     else:
-        ip = _parse_ip(hostname)
-        host = ip if ip is not None else _check_dns_name(
+        ip = _parseIp(hostname)
+        host = ip if ip is not None else _checkDnsName(
             hostname.rstrip("."), f"host in upstream {original!r}:"
         )
     path = parts.path
     if any(c <= " " or c == "\x7f" for c in path):
         raise RouteError(f"upstream {original!r}: the path must be percent-encoded")
     try:
-        base_path = path.encode("ascii")
+        basePath = path.encode("ascii")
     except UnicodeEncodeError:
         raise RouteError(
             f"upstream {original!r}: the path must be percent-encoded"
@@ -187,12 +187,12 @@ def parse_upstream(text: str, weight: int = 1) -> Upstream:
         scheme=scheme or "http",
         host=host,
         port=port,
-        base_path=b"" if base_path == b"/" else base_path,
+        basePath=b"" if basePath == b"/" else basePath,
         weight=weight,
     )
 
 
-def parse_host_pattern(text: str) -> str:
+def parseHostPattern(text: str) -> str:
     """
     Validate and normalize a host pattern for a route: an exact host name or
     IP address, a C{*.suffix} wildcard, or C{*} for the default route.  The
@@ -208,21 +208,21 @@ def parse_host_pattern(text: str) -> str:
     if not host:
         raise RouteError(f"empty host in route {text!r}")
     if host.startswith("["):
-        ip = _parse_ip(host[1:-1]) if host.endswith("]") else None
+        ip = _parseIp(host[1:-1]) if host.endswith("]") else None
         if ip is None or ":" not in ip:
             raise RouteError(f"invalid host {text!r}")
         return f"[{ip}]"
-    if _parse_ip(host) is not None:
+    if _parseIp(host) is not None:
         return host
     if ":" in host:
         raise RouteError(f"host {text!r}: a route host has no port")
     if host.startswith("*."):
-        _check_dns_name(host[2:], "host")
+        _checkDnsName(host[2:], "host")
         return host
-    return _check_dns_name(host, "host")
+    return _checkDnsName(host, "host")
 
 
-def parse_route(text: str) -> tuple[str, tuple[Upstream, ...]]:
+def parseRoute(text: str) -> tuple[str, tuple[Upstream, ...]]:
     """
     Parse C{HOST=UPSTREAM[,UPSTREAM...]}, the form of C{--route}.
 
@@ -234,13 +234,13 @@ def parse_route(text: str) -> tuple[str, tuple[Upstream, ...]]:
         raise RouteError(
             f"route {text!r} is not HOST=UPSTREAM[,UPSTREAM...]"
         )
-    pattern = parse_host_pattern(host)
-    upstreams = tuple(parse_upstream(u) for u in rest.split(","))
-    _check_unique(upstreams, pattern)
+    pattern = parseHostPattern(host)
+    upstreams = tuple(parseUpstream(u) for u in rest.split(","))
+    _checkUnique(upstreams, pattern)
     return pattern, upstreams
 
 
-def parse_route_key(key: str, prefix: str, value: bytes = b"") -> tuple[str, Upstream]:
+def parseRouteKey(key: str, prefix: str, value: bytes = b"") -> tuple[str, Upstream]:
     """
     Parse an etcd route key C{<prefix><host>/<upstream>} and its value.
 
@@ -256,14 +256,14 @@ def parse_route_key(key: str, prefix: str, value: bytes = b"") -> tuple[str, Ups
     if not sep or not host or not upstream:
         raise RouteError(f"key {key!r} is not {prefix}<host>/<upstream>")
     try:
-        pattern = parse_host_pattern(host)
-        weight = _parse_weight(value)
-        return pattern, parse_upstream(upstream, weight)
+        pattern = parseHostPattern(host)
+        weight = _parseWeight(value)
+        return pattern, parseUpstream(upstream, weight)
     except RouteError as e:
         raise RouteError(f"key {key!r}: {e}") from None
 
 
-def _parse_weight(value: bytes) -> int:
+def _parseWeight(value: bytes) -> int:
     text = value.strip()
     if not text.startswith(b"{"):
         return 1
@@ -279,7 +279,7 @@ def _parse_weight(value: bytes) -> int:
     return weight
 
 
-def _check_unique(upstreams: Sequence[Upstream], host: str) -> None:
+def _checkUnique(upstreams: Sequence[Upstream], host: str) -> None:
     seen: set[Upstream] = set()
     for u in upstreams:
         if u in seen:
@@ -287,7 +287,7 @@ def _check_unique(upstreams: Sequence[Upstream], host: str) -> None:
         seen.add(u)
 
 
-def normalize_request_host(raw: bytes) -> bytes:
+def normalizeRequestHost(raw: bytes) -> bytes:
     """
     Normalize the value of a request's Host header for matching: lower-cased,
     without the port and without a trailing dot.  An IPv6 literal keeps its
@@ -326,7 +326,7 @@ class HostRoute:
         """
         return self.balancer.pick(self.upstreams)
 
-    def same_upstreams(self, other: Sequence[Upstream]) -> bool:
+    def sameUpstreams(self, other: Sequence[Upstream]) -> bool:
         """
         Whether C{other} lists the same upstreams, weights included, in the
         same order.
@@ -391,7 +391,7 @@ class RouteTable:
             self._wildcards = wildcards.finish()
 
     @classmethod
-    def from_mapping(
+    def fromMapping(
         cls,
         routes: Mapping[str, Sequence[Upstream]],
         balancer: BalancerFactory = RoundRobin,
@@ -404,7 +404,7 @@ class RouteTable:
             HostRoute(host, tuple(ups), balancer()) for host, ups in routes.items()
         )
 
-    def with_changes(
+    def withChanges(
         self,
         changes: Mapping[str, Sequence[Upstream] | None],
         balancer: BalancerFactory = RoundRobin,
@@ -420,7 +420,7 @@ class RouteTable:
             if not ups:
                 if old is not None:
                     routes[host] = None
-            elif old is None or not old.same_upstreams(ups):
+            elif old is None or not old.sameUpstreams(ups):
                 routes[host] = HostRoute(host, tuple(ups), balancer())
         new = RouteTable.__new__(RouteTable)
         new._routes = self._routes

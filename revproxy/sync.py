@@ -45,7 +45,7 @@ from twisted.python.failure import Failure
 # imported only where a sync is built (revproxy.tap, with --etcd).
 from revproxy.etcd import EndReason, EventType
 from revproxy.resolver import RouteResolver
-from revproxy.routes import RouteError, RouteTable, Upstream, parse_route_key
+from revproxy.routes import RouteError, RouteTable, Upstream, parseRouteKey
 
 __all__ = ["EtcdRouteSync", "Backoff"]
 
@@ -187,7 +187,7 @@ class EtcdRouteSync(Service):
 
     def _load(self) -> None:
         self._retry = None
-        d = self._store.get_prefix(self._prefixBytes)
+        d = self._store.getPrefix(self._prefixBytes)
         self._pending = d
         d.addCallbacks(self._loaded, self._loadFailed)
         d.addErrback(self._unexpected)
@@ -203,7 +203,7 @@ class EtcdRouteSync(Service):
         self.revision = snapshot.revision
         if first:
             self._resolver.replace(
-                RouteTable().with_changes(
+                RouteTable().withChanges(
                     self._changes(set(self._hosts)), self._resolver.balancer
                 )
             )
@@ -275,7 +275,7 @@ class EtcdRouteSync(Service):
             self._skip(key, skipped, f"key {key!r} is not UTF-8")
             return touched
         try:
-            host, upstream = parse_route_key(key, self.prefix, value)
+            host, upstream = parseRouteKey(key, self.prefix, value)
         except RouteError as e:
             self._skip(key, skipped, str(e))
             return touched
@@ -376,7 +376,7 @@ class EtcdRouteSync(Service):
             log.info(
                 "etcd: history compacted at revision {compacted} past our "
                 "revision {revision}; re-listing",
-                compacted=ended.compact_revision,
+                compacted=ended.compactRevision,
                 revision=self.revision,
             )
             self._load()
@@ -419,7 +419,7 @@ class EtcdRouteSync(Service):
 
     def _probe(self) -> None:
         self._probeCall = None
-        d = self._store.get_prefix(self._probeKey)
+        d = self._store.getPrefix(self._probeKey)
         self._probing = d
 
         def ok(_: object) -> None:

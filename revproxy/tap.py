@@ -20,7 +20,7 @@ from twisted.python import usage
 from twisted.web.server import Site
 
 from revproxy.accesslog import AccessLogger
-from revproxy.balancing import POLICIES, policy_factory
+from revproxy.balancing import POLICIES, policyFactory
 from revproxy.drain import DrainService
 from revproxy.logs import LOG_FORMATS, JSONLogging
 from revproxy.metrics import ProxyMetrics
@@ -30,8 +30,8 @@ from revproxy.routes import (
     RouteError,
     RouteTable,
     Upstream,
-    parse_route,
-    parse_upstream,
+    parseRoute,
+    parseUpstream,
 )
 from revproxy.server import ProxySite
 from revproxy.upstream import UpstreamPool
@@ -81,7 +81,7 @@ def _checkEndpoint(option: str, description: str) -> str:
     return description
 
 
-def parse_etcd_endpoints(text: str) -> list[str]:
+def parseEtcdEndpoints(text: str) -> list[str]:
     """
     Validate C{--etcd}: a comma-separated list of C{http(s)://host:port}
     URLs (C{host:port} means C{http://host:port}).
@@ -92,10 +92,10 @@ def parse_etcd_endpoints(text: str) -> list[str]:
     for part in text.split(","):
         part = part.strip()
         try:
-            upstream = parse_upstream(part)
+            upstream = parseUpstream(part)
         except RouteError as e:
             raise usage.UsageError(f"--etcd: {e}".replace("upstream", "endpoint"))
-        if upstream.base_path:
+        if upstream.basePath:
             raise usage.UsageError(f"--etcd: endpoint {part!r} must not have a path")
         urls.append(f"{upstream.scheme}://{upstream.authority}")
     return urls
@@ -130,13 +130,13 @@ def _embeddedEtcd(options: usage.Options) -> tuple[str, Path, int]:
     Check the options of C{--etcd embedded}: the binary, the data directory
     and the client port.
     """
-    from revproxy.embedded import EtcdBinaryNotFound, find_etcd_binary
+    from revproxy.embedded import EtcdBinaryNotFound, findEtcdBinary
 
     port = options["etcd-client-port"]
     if not str(port).isdigit() or not 0 < int(port) <= 65535:
         raise usage.UsageError(f"--etcd-client-port: {port!r} is not a TCP port number")
     try:
-        binary = find_etcd_binary()
+        binary = findEtcdBinary()
     except EtcdBinaryNotFound as e:
         raise usage.UsageError(f"--etcd embedded: {e}")
     dataDir = Path(options["etcd-data-dir"]).absolute()
@@ -212,7 +212,7 @@ class Options(usage.Options):
         *.suffix or * (the default route).
         """
         try:
-            host, upstreams = parse_route(route)
+            host, upstreams = parseRoute(route)
         except RouteError as e:
             raise usage.UsageError(f"--route: {e}")
         if host in self["routes"]:
@@ -243,7 +243,7 @@ class Options(usage.Options):
         )
         if self["upstream"] is not None:
             try:
-                upstream: Upstream = parse_upstream(self["upstream"])
+                upstream: Upstream = parseUpstream(self["upstream"])
             except RouteError as e:
                 raise usage.UsageError(f"--upstream: {e}")
             if self["routes"] or self["etcd"]:
@@ -262,7 +262,7 @@ class Options(usage.Options):
             self["embedded-etcd"] = _embeddedEtcd(self)
             self["etcd"] = [f"http://127.0.0.1:{self['embedded-etcd'][2]}"]
         elif self["etcd"] is not None:
-            self["etcd"] = parse_etcd_endpoints(self["etcd"])
+            self["etcd"] = parseEtcdEndpoints(self["etcd"])
         if self["etcd"] is not None:
             if self["routes"]:
                 raise usage.UsageError(
@@ -359,13 +359,13 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
     root = MultiService()
     if options.get("log-format") == "json":  # first, so all the tree logs is JSON
         JSONLogging().setServiceParent(root)
-    balancer = policy_factory(options["balance"])
+    balancer = policyFactory(options["balance"])
     if options["etcd"]:
         # No table until etcd answers: every request gets a 503 until then.
         resolver = RouteResolver(None, balancer)
     else:
         resolver = RouteResolver(
-            RouteTable.from_mapping(options["routes"], balancer), balancer
+            RouteTable.fromMapping(options["routes"], balancer), balancer
         )
     resolver.setServiceParent(root)
     sync = None

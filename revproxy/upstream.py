@@ -437,10 +437,10 @@ class UpstreamConnection(Protocol):
             b" ",
         ):
             raise MalformedResponse("bad status line")
-        code_bytes = status[9:12]
-        if status[8:9] != b" " or not code_bytes.isdigit():
+        codeBytes = status[9:12]
+        if status[8:9] != b" " or not codeBytes.isdigit():
             raise MalformedResponse("bad status line")
-        code = int(code_bytes)
+        code = int(codeBytes)
         if code < 100:
             raise MalformedResponse("bad status code")
         http10 = status[7:8] == b"0"

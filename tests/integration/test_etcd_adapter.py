@@ -75,7 +75,7 @@ async def test_discovers_v3(etcd: EtcdMember, connected: Connected) -> None:
     """
     try:
         status = await connected.client.status()
-        assert connected.client.api_prefix(etcd.url) == "/v3/"
+        assert connected.client.apiPrefix(etcd.url) == "/v3/"
         assert status.version.startswith("3.")
         assert status.revision >= 1
     finally:
@@ -92,7 +92,7 @@ async def test_put_get_delete(connected: Connected) -> None:
         r1 = await c.put(b"/hosts/a.example/u1", b"http://10.0.0.1:80")
         r2 = await c.put(b"/hosts/a.example/u2", b"")
         await c.put(b"/hostsX", b"outside the prefix")
-        snap = await c.get_prefix(b"/hosts/")
+        snap = await c.getPrefix(b"/hosts/")
         assert snap.revision >= r2 > r1
         assert [tuple(e) for e in snap.entries] == [
             (b"/hosts/a.example/u1", b"http://10.0.0.1:80", r1),
@@ -100,10 +100,10 @@ async def test_put_get_delete(connected: Connected) -> None:
         ]
         deleted = await c.delete(b"/hosts/a.example/u1")
         assert deleted.deleted == 1
-        gone = await c.delete_prefix(b"/hosts/")
+        gone = await c.deletePrefix(b"/hosts/")
         assert gone.deleted == 1
-        assert (await c.get_prefix(b"/hosts/")).entries == []
-        assert [e.key for e in (await c.get_prefix(b"/hostsX")).entries] == [b"/hostsX"]
+        assert (await c.getPrefix(b"/hosts/")).entries == []
+        assert [e.key for e in (await c.getPrefix(b"/hostsX")).entries] == [b"/hostsX"]
     finally:
         await connected.close()
 
@@ -119,16 +119,16 @@ async def test_txn_atomic(connected: Connected) -> None:
         ops = [Put(b"/hosts/h%d/u" % i, b"v%d" % i) for i in range(50)]
         ok = await c.txn([ModRevisionIs(b"/hosts/h0/u", 0)], ops)
         assert ok.succeeded
-        snap = await c.get_prefix(b"/hosts/")
+        snap = await c.getPrefix(b"/hosts/")
         assert len(snap.entries) == 50
-        assert {e.mod_revision for e in snap.entries} == {ok.revision}
+        assert {e.modRevision for e in snap.entries} == {ok.revision}
         again = await c.txn(
             [ModRevisionIs(b"/hosts/h0/u", 0)],
             [Put(b"/hosts/h0/u", b"new")],
             [Delete(b"/hosts/h1/u")],
         )
         assert not again.succeeded
-        snap = await c.get_prefix(b"/hosts/")
+        snap = await c.getPrefix(b"/hosts/")
         assert len(snap.entries) == 49
         assert (b"/hosts/h0/u", b"v0") in [(e.key, e.value) for e in snap.entries]
     finally:
@@ -147,7 +147,7 @@ async def test_watch_put_delete_in_order(
     calls_before = set(R.getDelayedCalls())
     batches: list[WatchEvents] = []
     try:
-        start = (await c.get_prefix(b"/hosts/")).revision + 1
+        start = (await c.getPrefix(b"/hosts/")).revision + 1
         watch = c.watch(b"/hosts/", start, batches.append)
         r1 = await c.put(b"/hosts/a/1", b"one")
         r2 = await c.put(b"/hosts/other", b"x")
@@ -160,15 +160,15 @@ async def test_watch_put_delete_in_order(
             WatchEvent(EventType.PUT, b"/hosts/other", b"x", r2),
             WatchEvent(EventType.DELETE, b"/hosts/a/1", b"", r3.revision),
         ]
-        assert watch.next_revision == r3.revision + 1
-        assert connections_to(etcd.client_port)
+        assert watch.nextRevision == r3.revision + 1
+        assert connections_to(etcd.clientPort)
         watch.cancel()
         ended = await watch.ended
         assert ended.reason is EndReason.CANCELLED
-        assert ended.next_revision == r3.revision + 1
+        assert ended.nextRevision == r3.revision + 1
     finally:
         await connected.close()
-    await wait_for(lambda: not connections_to(etcd.client_port))
+    await wait_for(lambda: not connections_to(etcd.clientPort))
     assert set(R.getDelayedCalls()) <= calls_before
 
 
@@ -180,7 +180,7 @@ async def test_watch_burst_complete(connected: Connected) -> None:
     """
     c = connected.client
     try:
-        start = (await c.get_prefix(b"/burst/")).revision + 1
+        start = (await c.getPrefix(b"/burst/")).revision + 1
         live: list[WatchEvent] = []
         live_watch = c.watch(b"/burst/", start, lambda b: live.extend(b.events))
         sem = defer.DeferredSemaphore(16)
@@ -195,7 +195,7 @@ async def test_watch_burst_complete(connected: Connected) -> None:
         for events in (live, late):
             assert len(events) == 300
             assert {e.key: e.value for e in events} == expected
-            revisions = [e.mod_revision for e in events]
+            revisions = [e.modRevision for e in events]
             assert revisions == list(range(start, start + 300))
         live_watch.cancel()
         late_watch.cancel()
@@ -224,10 +224,10 @@ async def test_watch_compacted(etcd: EtcdMember, connected: Connected) -> None:
         watch = c.watch(b"/hosts/", 2, lambda b: None)
         ended = await watch.ended
         assert ended.reason is EndReason.COMPACTED
-        assert ended.compact_revision == revision
+        assert ended.compactRevision == revision
     finally:
         await connected.close()
-    await wait_for(lambda: not connections_to(etcd.client_port))
+    await wait_for(lambda: not connections_to(etcd.clientPort))
 
 
 @pytest_twisted.ensureDeferred
@@ -242,19 +242,19 @@ async def test_watch_ends_when_etcd_stops(
     try:
         first = await c.put(b"/hosts/a", b"1")
         watch = c.watch(b"/hosts/", first + 1, lambda b: None)
-        await wait_for(lambda: bool(connections_to(etcd.client_port)))
+        await wait_for(lambda: bool(connections_to(etcd.clientPort)))
         etcd.stop()
         ended = await watch.ended
         assert ended.reason is EndReason.CONNECTION_LOST
-        assert ended.next_revision == first + 1
+        assert ended.nextRevision == first + 1
         etcd.start()
         second = await c.put(b"/hosts/b", b"2")
         seen: list[WatchEvent] = []
         again = c.watch(
-            b"/hosts/", ended.next_revision, lambda b: seen.extend(b.events)
+            b"/hosts/", ended.nextRevision, lambda b: seen.extend(b.events)
         )
         await wait_for(lambda: len(seen) >= 1)
-        assert [(e.key, e.mod_revision) for e in seen] == [(b"/hosts/b", second)]
+        assert [(e.key, e.modRevision) for e in seen] == [(b"/hosts/b", second)]
         again.cancel()
         await again.ended
     finally:
@@ -272,7 +272,7 @@ async def test_endpoint_rotation(etcd: EtcdMember) -> None:
     connected = Connected([dead, etcd.url])
     try:
         assert (await connected.client.put(b"/k", b"v")) > 1
-        assert connected.client.api_prefix(etcd.url) == "/v3/"
-        assert connected.client.api_prefix(dead) is None
+        assert connected.client.apiPrefix(etcd.url) == "/v3/"
+        assert connected.client.apiPrefix(dead) is None
     finally:
         await connected.close()

@@ -161,7 +161,7 @@ async def compact(w: Connected, url: str, revision: int) -> None:
 
 
 async def etcdRevision(w: Connected) -> int:
-    return int((await w.client.get_prefix(b"/hosts/")).revision)
+    return int((await w.client.getPrefix(b"/hosts/")).revision)
 
 
 async def converged(
@@ -465,7 +465,7 @@ async def test_two_proxies_on_one_etcd_converge(
     await w.client.delete(key("z.test", u[0]))
     await w.client.put(key("*.w.test", u[1]), b"")
     await w.client.put(key("y.test", u[3]), b'{"weight": 4}')
-    await w.client.delete_prefix(b"/hosts/x.test/")
+    await w.client.deletePrefix(b"/hosts/x.test/")
     await w.client.put(key("x.test", u[2]), b"")
     await w.client.put(key("x.test", u[1]), b"")
 
@@ -548,7 +548,7 @@ async def test_relists_after_history_was_compacted_while_away(
     w = await writer(cleanup, [etcd.url])
     await w.client.put(key("a.test", a.address), b"")
     await w.client.put(key("b.test", a.address), b"")
-    link = await relay(cleanup, etcd.client_port)
+    link = await relay(cleanup, etcd.clientPort)
     port, service = await etcdProxy(cleanup, [link.url])
     sync = syncOf(service)
     c = await client(cleanup, port)
@@ -563,7 +563,7 @@ async def test_relists_after_history_was_compacted_while_away(
     await w.client.put(key("c.test", b.address), b"")
     for i in range(5):
         await w.client.put(key("churn.test", f"127.0.0.1:{6000 + i}"), b"")
-    await w.client.delete_prefix(b"/hosts/churn.test/")
+    await w.client.deletePrefix(b"/hosts/churn.test/")
     revision = await etcdRevision(w)
     await compact(w, etcd.url, revision)
     assert revision > before + 1
@@ -607,8 +607,8 @@ async def test_cluster_preferred_member_dies_while_routes_change_and_compact(
     await retrying(w.client.put, key("gone.test", a.address), b"")
     # The proxy reaches m1 and m2 through relays, so that the test can also
     # take them away from it while they keep serving each other.
-    r1 = await relay(cleanup, m1.client_port)
-    r2 = await relay(cleanup, m2.client_port)
+    r1 = await relay(cleanup, m1.clientPort)
+    r2 = await relay(cleanup, m2.clientPort)
     port, service = await etcdProxy(
         cleanup, [m0.url, r1.url, r2.url], "--etcd-probe-interval", "1"
     )
