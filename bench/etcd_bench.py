@@ -590,10 +590,10 @@ def inProcessLoad(etcdUrl: str, prefix: str, expect: int) -> dict[str, Any]:
     from twisted.internet import reactor
     from twisted.web.client import Agent, HTTPConnectionPool
 
-    from revproxy import etcd
-    from revproxy.resolver import RouteResolver
-    from revproxy.routes import RouteTable
-    from revproxy.sync import EtcdRouteSync
+    from revproxy.etcd import client as etcd
+    from revproxy.routing.resolver import RouteResolver
+    from revproxy.routing import RouteTable
+    from revproxy.etcd.sync import EtcdRouteSync
 
     marks: dict[str, float] = {}
 
@@ -659,10 +659,10 @@ def microBenchmark(sizes: list[int], events: int, repeats: int) -> dict[str, Any
     """
     from twisted.internet.task import Clock
 
-    from revproxy import etcd
-    from revproxy.resolver import RouteResolver
-    from revproxy.routes import parseUpstream
-    from revproxy.sync import EtcdRouteSync
+    from revproxy.etcd import client as etcd
+    from revproxy.routing.resolver import RouteResolver
+    from revproxy.routing import parseUpstream
+    from revproxy.etcd.sync import EtcdRouteSync
 
     put, delete = etcd.EventType.PUT, etcd.EventType.DELETE
     perf = time.perf_counter_ns

@@ -19,22 +19,22 @@ from twisted.internet.error import CannotListenError
 from twisted.python import usage
 from twisted.web.server import Site
 
-from revproxy.accesslog import AccessLogger
-from revproxy.balancing import POLICIES, policyFactory
-from revproxy.drain import DrainService
-from revproxy.logs import LOG_FORMATS, JSONLogging
-from revproxy.metrics import ProxyMetrics
-from revproxy.proxy import RoutingProxyResource
-from revproxy.resolver import RouteResolver
-from revproxy.routes import (
+from revproxy.ops.accesslog import AccessLogger
+from revproxy.routing.balancing import POLICIES, policyFactory
+from revproxy.ops.drain import DrainService
+from revproxy.ops.logs import LOG_FORMATS, JSONLogging
+from revproxy.ops.metrics import ProxyMetrics
+from revproxy.forward.resource import RoutingProxyResource
+from revproxy.routing.resolver import RouteResolver
+from revproxy.routing import (
     RouteError,
     RouteTable,
     Upstream,
     parseRoute,
     parseUpstream,
 )
-from revproxy.server import ProxySite
-from revproxy.upstream import UpstreamPool
+from revproxy.http.server import ProxySite
+from revproxy.upstream.connection import UpstreamPool
 
 __all__ = ["Options", "makeService", "Listener"]
 
@@ -130,7 +130,7 @@ def _embeddedEtcd(options: usage.Options) -> tuple[str, Path, int]:
     Check the options of C{--etcd embedded}: the binary, the data directory
     and the client port.
     """
-    from revproxy.embedded import EtcdBinaryNotFound, findEtcdBinary
+    from revproxy.etcd.embedded import EtcdBinaryNotFound, findEtcdBinary
 
     port = options["etcd-client-port"]
     if not str(port).isdigit() or not 0 < int(port) <= 65535:
@@ -305,8 +305,8 @@ def _etcdServices(options: Options | dict[str, Any], resolver: RouteResolver,
     from treq.client import HTTPClient
     from twisted.web.client import Agent, HTTPConnectionPool
 
-    from revproxy import etcd
-    from revproxy.sync import EtcdRouteSync
+    from revproxy.etcd import client as etcd
+    from revproxy.etcd.sync import EtcdRouteSync
 
     class QuietPool(HTTPConnectionPool):
         class _factory(HTTPConnectionPool._factory):  # type: ignore[name-defined,misc,valid-type]
@@ -370,7 +370,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
     resolver.setServiceParent(root)
     sync = None
     if options.get("embedded-etcd"):
-        from revproxy.embedded import EmbeddedEtcd
+        from revproxy.etcd.embedded import EmbeddedEtcd
 
         binary, dataDir, clientPort = options["embedded-etcd"]
         EmbeddedEtcd(reactor, binary, dataDir, clientPort).setServiceParent(root)
@@ -415,7 +415,7 @@ def _adminListener(
     """
     The admin endpoint's listener.
     """
-    from revproxy.admin import AdminResource, ProxyCollector
+    from revproxy.ops.admin import AdminResource, ProxyCollector
 
     assert resource.metrics is not None
     admin = AdminResource(

@@ -12,9 +12,9 @@ from twisted.plugin import getPlugins
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
-from revproxy.balancing import RandomChoice, RoundRobin
-from revproxy.resolver import RouteResolver
-from revproxy.routes import Upstream
+from revproxy.routing.balancing import RandomChoice, RoundRobin
+from revproxy.routing.resolver import RouteResolver
+from revproxy.routing import Upstream
 from revproxy.tap import Options, makeService
 
 

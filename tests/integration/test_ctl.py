@@ -1,5 +1,5 @@
 """
-Integration tests of C{revproxyctl}: each runs C{python -m revproxy.ctl} in
+Integration tests of C{revproxyctl}: each runs C{python -m revproxy.ctl.main} in
 a subprocess against a real etcd, and checks etcd's keys through its own
 HTTP gateway.
 """
@@ -30,7 +30,7 @@ def ctl(
     etcd_url: str, *args: str, stdin: str | None = None, timeout: float = 30
 ) -> subprocess.CompletedProcess[str]:
     """
-    Run C{python -m revproxy.ctl ARGS} with C{REVPROXY_ETCD} set, to its end.
+    Run C{python -m revproxy.ctl.main ARGS} with C{REVPROXY_ETCD} set, to its end.
     """
     env = {**os.environ, "REVPROXY_ETCD": etcd_url}
     env.pop("REVPROXY_PREFIX", None)

@@ -14,7 +14,7 @@ from twisted.internet import defer, reactor, task
 from twisted.internet.tcp import Client as TCPClient
 from twisted.web.client import Agent, HTTPConnectionPool
 
-from revproxy.etcd import (
+from revproxy.etcd.client import (
     Delete,
     EndReason,
     EtcdClient,

@@ -1,5 +1,5 @@
 """
-Integration tests of the etcd route sync (L{revproxy.sync.EtcdRouteSync}):
+Integration tests of the etcd route sync (L{revproxy.etcd.sync.EtcdRouteSync}):
 the proxy built by L{revproxy.tap.makeService} with C{--etcd}, in this
 process, in front of real loopback upstreams, following a real etcd (see
 C{etcd_fixture}): loading, live changes, etcd going away and coming back,
@@ -28,7 +28,7 @@ from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.protocols import portforward
 
-from revproxy.etcd import EtcdError, EtcdUnavailable
+from revproxy.etcd.client import EtcdError, EtcdUnavailable
 from tests.integration import test_proxy
 from tests.integration.etcd_fixture import EtcdCluster, EtcdMember
 from tests.integration.test_etcd_adapter import Connected

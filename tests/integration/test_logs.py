@@ -23,7 +23,7 @@ from tests.integration.upstreams import (
 
 TWISTD_BANNER = ("starting up.", "reactor class: ")
 """twistd's own first two lines, logged as text before the plugin's services
-start (see L{revproxy.logs})."""
+start (see L{revproxy.ops.logs})."""
 
 
 @pytest_twisted.ensureDeferred

@@ -1,0 +1,75 @@
+# -*- test-case-name: tests.ops.test_accesslog -*-
+"""
+The access log: one event per request, in combined log format with the
+upstream and the duration, through L{twisted.logger}.
+
+The text is a format string over named fields, so a JSON observer gets the
+fields and a text observer the familiar line; nothing is formatted unless an
+observer renders it.
+"""
+
+from __future__ import annotations
+
+import time
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.web.server import Request
+
+from revproxy.routing import Upstream
+
+__all__ = ["AccessLogger"]
+
+ACCESS_FORMAT = (
+    '{client} - - [{timestamp}] "{method} {uri} {protocol}" {status} {size} '
+    '"{referer}" "{user_agent}" upstream={upstream} duration={duration:.6f}'
+)
+
+
+def _quote(value: bytes | None) -> str:
+    if not value:
+        return "-"
+    return value.decode("latin-1").replace("\\", "\\\\").replace('"', '\\"')
+
+
+class AccessLogger:
+    """
+    Emits the access log event of a finished request.
+    """
+
+    def __init__(self, clock: IReactorTime, logger: Logger | None = None) -> None:
+        self._clock = clock
+        self._log = logger if logger is not None else Logger(namespace="revproxy.access")
+        self._second = -1
+        self._stamp = ""
+
+    def _timestamp(self) -> str:
+        now = int(self._clock.seconds())
+        if now != self._second:
+            self._second = now
+            self._stamp = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now))
+        return self._stamp
+
+    def __call__(
+        self,
+        request: Request,
+        status: int,
+        upstream: Upstream | None,
+        duration: float,
+    ) -> None:
+        client = request.getClientAddress()
+        headers = request.requestHeaders
+        self._log.info(
+            ACCESS_FORMAT,
+            client=getattr(client, "host", "-"),
+            timestamp=self._timestamp(),
+            method=_quote(request.method),
+            uri=_quote(request.uri),
+            protocol=_quote(request.clientproto),
+            status=status,
+            size=request.sentLength,
+            referer=_quote(headers.getRawHeaders(b"referer", [None])[-1]),
+            user_agent=_quote(headers.getRawHeaders(b"user-agent", [None])[-1]),
+            upstream=str(upstream) if upstream is not None else "-",
+            duration=duration,
+        )

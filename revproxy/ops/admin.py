@@ -1,0 +1,264 @@
+# -*- test-case-name: tests.ops.test_admin -*-
+"""
+The admin endpoint: health, readiness, the route table and metrics, on a
+listener of its own (C{--admin}).
+
+- C{/healthz}: 200 while the process runs.
+- C{/readyz}: 200 once a route table is loaded and, with etcd, while the
+  watch is live or etcd was last heard from within the grace period; 503
+  otherwise, so that a load balancer in front stops sending traffic to a
+  node that has lost etcd for long.
+- C{/routes}: the table as JSON, with the in-flight requests per upstream
+  and the state of the etcd sync.
+- C{/metrics}: Prometheus text format.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
+from twisted.internet.interfaces import IReactorTime
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+from revproxy.ops.metrics import BUCKETS, ProxyMetrics
+from revproxy.routing.resolver import RouteResolver
+
+__all__ = ["AdminResource", "ProxyCollector"]
+
+
+class _Leaf(Resource):
+    isLeaf = True
+
+    def __init__(self, admin: AdminResource) -> None:
+        super().__init__()
+        self.admin = admin
+
+    def _plain(self, request: Request, code: int, text: str) -> bytes:
+        request.setResponseCode(code)
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        return text.encode("utf-8") + b"\n"
+
+
+class _Health(_Leaf):
+    def render_GET(self, request: Request) -> bytes:
+        return self._plain(request, 200, "ok")
+
+
+class _Ready(_Leaf):
+    def render_GET(self, request: Request) -> bytes:
+        ready, why = self.admin.ready()
+        return self._plain(request, 200 if ready else 503, why)
+
+
+class _Routes(_Leaf):
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        return json.dumps(self.admin.routes(), indent=2, sort_keys=True).encode() + b"\n"
+
+
+class _Metrics(_Leaf):
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
+        return generate_latest(self.admin.registry)
+
+
+class AdminResource(Resource):
+    """
+    The root of the admin site.
+
+    @param graceSeconds: how long after losing etcd the node stays ready.
+    """
+
+    def __init__(
+        self,
+        resolver: RouteResolver,
+        collector: ProxyCollector,
+        pool: Any,
+        clock: IReactorTime,
+        sync: Any = None,
+        graceSeconds: float = 30.0,
+    ) -> None:
+        super().__init__()
+        self._resolver = resolver
+        self._pool = pool
+        self._clock = clock
+        self._sync = sync
+        self.graceSeconds = graceSeconds
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(collector)
+        for name, leaf in [
+            (b"healthz", _Health),
+            (b"readyz", _Ready),
+            (b"routes", _Routes),
+            (b"metrics", _Metrics),
+        ]:
+            self.putChild(name, leaf(self))
+
+    def ready(self) -> tuple[bool, str]:
+        """
+        Whether this node should get traffic, and why.
+        """
+        if self._resolver.table is None:
+            return False, "no route table loaded yet"
+        sync = self._sync
+        if sync is None or sync.live:
+            return True, "ready"
+        since = self._sinceContact()
+        if since is not None and since <= self.graceSeconds:
+            return True, f"ready: etcd watch down, last contact {since:.1f}s ago"
+        return False, "etcd unreachable for longer than the grace period"
+
+    def _sinceContact(self) -> float | None:
+        sync = self._sync
+        if sync is None or sync.lastContact is None:
+            return None
+        return float(self._clock.seconds() - sync.lastContact)
+
+    def routes(self) -> dict[str, Any]:
+        """
+        The route table and the sync's state, as JSON-ready data.
+        """
+        busy = {k: b for k, (i, b) in self._pool.connectionCounts().items()}
+        table = self._resolver.table
+        hosts: dict[str, list[dict[str, Any]]] = {}
+        if table is not None:
+            for host, route in table.routes.items():
+                hosts[host] = [
+                    {
+                        "upstream": str(u),
+                        "weight": u.weight,
+                        "inflight": busy.get(u.key, 0),
+                    }
+                    for u in route.upstreams
+                ]
+        out: dict[str, Any] = {
+            "loaded": table is not None,
+            "hosts": hosts,
+            "source": "static" if self._sync is None else "etcd",
+        }
+        sync = self._sync
+        if sync is not None:
+            since = self._sinceContact()
+            out["etcd"] = {
+                "endpoint": sync.endpoint,
+                "prefix": sync.prefix,
+                "revision": sync.revision,
+                "live": sync.live,
+                "seconds_since_contact": None if since is None else round(since, 3),
+                "reconnects": sync.reconnects,
+                "resyncs": sync.resyncs,
+                "skipped_keys": sorted(sync.skipped),
+            }
+        return out
+
+
+class ProxyCollector(Collector):
+    """
+    A Prometheus collector over a proxy's state.
+
+    @param metrics: the request counters.
+    @param resource: the proxy resource (its C{inflight}).
+    @param pool: the upstream pool (idle and busy connections).
+    @param sync: the etcd route sync, or L{None} without etcd.
+    """
+
+    def __init__(
+        self, metrics: ProxyMetrics, resource: Any, pool: Any, sync: Any = None
+    ) -> None:
+        self._metrics = metrics
+        self._resource = resource
+        self._pool = pool
+        self._sync = sync
+
+    def collect(self) -> Iterator[Metric]:
+        m = self._metrics
+        requests = CounterMetricFamily(
+            "revproxy_requests",
+            "Requests answered, by route host, status class and upstream.",
+            labels=["host", "code", "upstream"],
+        )
+        for (host, code, upstream), n in sorted(m.requests.items()):
+            requests.add_metric([host, code, upstream], n)
+        yield requests
+
+        durations = HistogramMetricFamily(
+            "revproxy_upstream_response_seconds",
+            "Time from a request's arrival to the end of its upstream's response.",
+            labels=["upstream"],
+        )
+        for upstream, counts in sorted(m.durations.items()):
+            cumulative = []
+            total = 0
+            for bound, n in zip((*map(str, BUCKETS), "+Inf"), counts):
+                total += n
+                cumulative.append((bound, total))
+            durations.add_metric([upstream], cumulative, m.durationSums[upstream])
+        yield durations
+
+        yield GaugeMetricFamily(
+            "revproxy_inflight_requests",
+            "Requests being forwarded now.",
+            value=self._resource.inflight,
+        )
+
+        connections = GaugeMetricFamily(
+            "revproxy_upstream_connections",
+            "Upstream connections in the pool, by state.",
+            labels=["upstream", "state"],
+        )
+        for key, (idle, busy) in sorted(self._pool.connectionCounts().items()):
+            name = _keyName(key)
+            connections.add_metric([name, "idle"], idle)
+            connections.add_metric([name, "busy"], busy)
+        yield connections
+        yield CounterMetricFamily(
+            "revproxy_upstream_connections_opened",
+            "Upstream connections opened.",
+            value=self._pool.opened,
+        )
+
+        sync = self._sync
+        if sync is None:
+            return
+        yield GaugeMetricFamily(
+            "revproxy_etcd_revision", "The last etcd revision applied.", value=sync.revision
+        )
+        yield CounterMetricFamily(
+            "revproxy_etcd_reconnects",
+            "Times the etcd watch was started again after it ended.",
+            value=sync.reconnects,
+        )
+        yield CounterMetricFamily(
+            "revproxy_etcd_resyncs",
+            "Times the routes were re-read because etcd compacted the history.",
+            value=sync.resyncs,
+        )
+        yield GaugeMetricFamily(
+            "revproxy_etcd_skipped_keys",
+            "Route keys skipped because they do not parse.",
+            value=len(sync.skipped),
+        )
+        yield GaugeMetricFamily(
+            "revproxy_etcd_watch_live",
+            "1 while the etcd watch is running.",
+            value=1 if sync.live else 0,
+        )
+
+
+def _keyName(key: tuple[str, str, int]) -> str:
+    scheme, host, port = key
+    authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return authority if scheme == "http" else f"{scheme}://{authority}"

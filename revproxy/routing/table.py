@@ -1,0 +1,175 @@
+# -*- test-case-name: tests.routing.test_routes -*-
+"""
+The route table: an immutable mapping of host patterns to their upstreams,
+and the host lookup the proxy does for every request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from immutables import Map
+
+from revproxy.routing.address import RouteError, Upstream
+from revproxy.routing.balancing import Balancer, RoundRobin
+
+__all__ = ["HostRoute", "RouteTable", "BalancerFactory"]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class HostRoute:
+    """
+    The upstreams of one host pattern, with the balancer that spreads
+    requests over them.
+    """
+
+    host: str
+    upstreams: tuple[Upstream, ...]
+    balancer: Balancer
+
+    def __post_init__(self) -> None:
+        if not self.upstreams:
+            raise RouteError(f"route for {self.host!r} has no upstream")
+
+    def pick(self) -> Upstream:
+        """
+        Choose the upstream for the next request.
+        """
+        return self.balancer.pick(self.upstreams)
+
+    def sameUpstreams(self, other: Sequence[Upstream]) -> bool:
+        """
+        Whether C{other} lists the same upstreams, weights included, in the
+        same order.
+        """
+        return len(other) == len(self.upstreams) and all(
+            a == b and a.weight == b.weight for a, b in zip(self.upstreams, other)
+        )
+
+
+BalancerFactory = Callable[[], Balancer]
+
+
+class RouteTable:
+    """
+    An immutable mapping of host patterns to L{HostRoute}s, with the lookup
+    that the proxy does for every request.
+
+    Tables are never changed in place: L{RouteTable.with_changes} returns a
+    new table, reusing the L{HostRoute} (and so the balancer state) of every
+    host that did not change.  The maps inside are persistent hash tries
+    (C{immutables.Map}), so a new table with a few changed hosts costs
+    O(changes x log n), not a copy of all n hosts: the etcd sync applies one
+    event in time independent of the size of the table.
+    """
+
+    __slots__ = ("_routes", "_exact", "_wildcards", "_default")
+
+    _routes: Map[str, HostRoute]
+    _exact: Map[bytes, HostRoute]
+    _wildcards: Map[bytes, HostRoute]
+    _default: HostRoute | None
+
+    def __init__(self, routes: Iterable[HostRoute] = ()) -> None:
+        self._routes = Map()
+        self._exact = Map()
+        self._wildcards = Map()
+        self._default = None
+        self._update({r.host: r for r in routes})
+
+    def _update(self, changes: Mapping[str, HostRoute | None]) -> None:
+        with self._routes.mutate() as routes, self._exact.mutate() as exact, \
+                self._wildcards.mutate() as wildcards:
+            for host, route in changes.items():
+                if host == "*":
+                    self._default = route
+                    index = None
+                elif host.startswith("*."):
+                    # Keyed by the suffix with its leading dot: ".example.com".
+                    index, key = wildcards, host[1:].encode("ascii")
+                else:
+                    index, key = exact, host.encode("ascii")
+                if route is None:
+                    routes.pop(host, None)
+                    if index is not None:
+                        index.pop(key, None)
+                else:
+                    routes[host] = route
+                    if index is not None:
+                        index[key] = route
+            self._routes = routes.finish()
+            self._exact = exact.finish()
+            self._wildcards = wildcards.finish()
+
+    @classmethod
+    def fromMapping(
+        cls,
+        routes: Mapping[str, Sequence[Upstream]],
+        balancer: BalancerFactory = RoundRobin,
+    ) -> RouteTable:
+        """
+        Build a table from host patterns (already validated) and their
+        upstreams, giving each host a new balancer from C{balancer}.
+        """
+        return cls(
+            HostRoute(host, tuple(ups), balancer()) for host, ups in routes.items()
+        )
+
+    def withChanges(
+        self,
+        changes: Mapping[str, Sequence[Upstream] | None],
+        balancer: BalancerFactory = RoundRobin,
+    ) -> RouteTable:
+        """
+        Return a new table with the hosts in C{changes} replaced: a host
+        mapped to upstreams gets them (keeping its balancer if they did not
+        change), a host mapped to L{None} or to no upstream is removed.
+        """
+        routes: dict[str, HostRoute | None] = {}
+        for host, ups in changes.items():
+            old = self._routes.get(host)
+            if not ups:
+                if old is not None:
+                    routes[host] = None
+            elif old is None or not old.sameUpstreams(ups):
+                routes[host] = HostRoute(host, tuple(ups), balancer())
+        new = RouteTable.__new__(RouteTable)
+        new._routes = self._routes
+        new._exact = self._exact
+        new._wildcards = self._wildcards
+        new._default = self._default
+        if routes:
+            new._update(routes)
+        return new
+
+    def lookup(self, host: bytes) -> HostRoute | None:
+        """
+        Find the route for a normalized request host: the exact host first,
+        then the longest matching C{*.suffix} wildcard, then the C{*}
+        default route.
+        """
+        route = self._exact.get(host)
+        if route is not None:
+            return route
+        if self._wildcards:
+            dot = host.find(b".")
+            while dot >= 0:
+                route = self._wildcards.get(host[dot:])
+                if route is not None:
+                    return route
+                dot = host.find(b".", dot + 1)
+        return self._default
+
+    @property
+    def routes(self) -> Mapping[str, HostRoute]:
+        """
+        Every route, by host pattern.
+        """
+        return self._routes
+
+    def __len__(self) -> int:
+        return len(self._routes)
+
+    def __repr__(self) -> str:
+        return f"<RouteTable with {len(self._routes)} hosts>"

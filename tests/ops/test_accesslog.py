@@ -1,0 +1,42 @@
+"""
+Tests for L{revproxy.ops.accesslog}.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.logger import Logger, formatEvent
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.test.requesthelper import DummyRequest
+
+from revproxy.ops.accesslog import AccessLogger
+from revproxy.routing import Upstream
+
+
+class AccessLogTests(SynchronousTestCase):
+    def test_combinedFormat(self) -> None:
+        """
+        The event renders as a combined-log-format line with the upstream
+        and duration, and carries each part as a field.
+        """
+        events: list[dict[str, object]] = []
+        clock = Clock()
+        clock.advance(86400 * 365)
+        logger = AccessLogger(clock, Logger(observer=events.append))
+        request = DummyRequest([b"a"])
+        request.uri = b'/a?"q"'
+        request.method = b"GET"
+        request.clientproto = b"HTTP/1.1"
+        request.requestHeaders.setRawHeaders(b"user-agent", [b"curl/8"])
+        request.sentLength = 5
+        request.client = IPv4Address("TCP", "192.0.2.7", 5555)
+        logger(request, 200, Upstream("http", "10.0.0.1", 80), 0.0125)
+        [event] = events
+        self.assertEqual(
+            formatEvent(event),
+            '192.0.2.7 - - [01/Jan/1971:00:00:00 +0000] "GET /a?\\"q\\" HTTP/1.1" '
+            '200 5 "-" "curl/8" upstream=10.0.0.1:80 duration=0.012500',
+        )
+        self.assertEqual(event["status"], 200)
+        self.assertEqual(event["upstream"], "10.0.0.1:80")
