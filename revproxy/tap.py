@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from twisted.application.internet import StreamServerEndpointService
+from twisted.application import strports
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
@@ -276,23 +276,37 @@ class Options(usage.Options):
             self["listen"] = [DEFAULT_LISTEN]
 
 
-class Listener(StreamServerEndpointService):
+class Listener(Service):
     """
     A listening port that, when it cannot be bound, stops start-up with a
     one-line message and exit status 1 instead of a traceback.
+
+    It wraps the service C{strports.service} makes, which raises a failed
+    bind from C{privilegedStartService} instead of only logging it.
     """
 
-    def __init__(self, description: str, site: Site, reactor: Any) -> None:
-        super().__init__(serverFromString(reactor, description), site)
-        self._raiseSynchronously = True
+    def __init__(self, description: str, factory: Any, reactor: Any) -> None:
         self.description = description
         self.setName(f"listen {description}")
+        self._port = strports.service(description, factory, reactor=reactor)
 
     def privilegedStartService(self) -> None:
+        super().privilegedStartService()
         try:
-            super().privilegedStartService()
+            self._port.privilegedStartService()
         except CannotListenError as e:
             raise SystemExit(f"revproxy: cannot listen on {self.description}: {e}")
+
+    def startService(self) -> None:
+        super().startService()
+        try:
+            self._port.startService()
+        except CannotListenError as e:
+            raise SystemExit(f"revproxy: cannot listen on {self.description}: {e}")
+
+    def stopService(self) -> Any:
+        super().stopService()
+        return self._port.stopService()
 
 
 def _etcdServices(options: Options | dict[str, Any], resolver: RouteResolver,

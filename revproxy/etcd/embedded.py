@@ -20,10 +20,9 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
-from twisted.python.failure import Failure
-from twisted.runner.procmon import ProcessMonitor
+
+from revproxy._compat import waitingProcessMonitor
 
 __all__ = ["EmbeddedEtcd", "EtcdBinaryNotFound", "findEtcdBinary", "etcdArguments"]
 
@@ -111,10 +110,14 @@ def etcdArguments(binary: str, dataDir: Path, clientPort: int, peer: int) -> lis
     ]
 
 
-class EmbeddedEtcd(ProcessMonitor):
+class EmbeddedEtcd(waitingProcessMonitor()):  # type: ignore[misc]
     """
-    A L{ProcessMonitor} running one etcd, whose C{stopService} fires once
-    the child has exited (the stock one does not wait).
+    A process monitor running one etcd, whose C{stopService} fires once the
+    child has exited (the stock L{ProcessMonitor} does not wait; see
+    L{revproxy._compat.waitingProcessMonitor}).
+
+    This module imports C{twisted.runner.procmon}, which imports the global
+    reactor: only the composition root imports it, for C{--etcd embedded}.
     """
 
     name = "embedded-etcd"
@@ -128,7 +131,6 @@ class EmbeddedEtcd(ProcessMonitor):
         self.dataDir = dataDir
         self._args = etcdArguments(binary, dataDir, clientPort, peerPort(dataDir))
         self.addProcess("etcd", self._args, env=dict(os.environ))
-        self._exited: list[Deferred[None]] = []
 
     def startService(self) -> None:
         log.info(
@@ -137,18 +139,3 @@ class EmbeddedEtcd(ProcessMonitor):
             dataDir=str(self.dataDir),
         )
         super().startService()
-
-    def _monitoredProcessExited(self, name: str, reason: Failure | None = None) -> None:
-        super()._monitoredProcessExited(name, reason)  # type: ignore[misc]
-        if not self.protocols and self._exited:
-            waiters, self._exited = self._exited, []
-            for d in waiters:
-                d.callback(None)
-
-    def stopService(self) -> Deferred[None]:  # type: ignore[override]
-        super().stopService()
-        if not self.protocols:
-            return succeed(None)
-        d: Deferred[None] = Deferred()
-        self._exited.append(d)
-        return d

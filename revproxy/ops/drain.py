@@ -6,7 +6,6 @@ drain timeout, and deliver their responses before the process exits.
 
 from __future__ import annotations
 
-import signal
 from typing import Any
 
 from twisted.application.service import Service
@@ -14,6 +13,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from revproxy._compat import clearExitSignal
 from revproxy.forward.resource import RoutingProxyResource
 from revproxy.http.server import ProxySite
 
@@ -60,7 +60,7 @@ class DrainService(Service):
                 return
             if timer is not None and timer.active():
                 timer.cancel()
-            _cleanExit(self._clock)
+            clearExitSignal(self._clock)
             d.callback(None)
 
         def timedOut() -> None:
@@ -91,14 +91,3 @@ class DrainService(Service):
         timer = self._clock.callLater(self.timeout, timedOut)
         self._resource.whenIdle(idle)
         return d
-
-
-def _cleanExit(reactor: Any) -> None:
-    """
-    Make twistd exit 0 after a drained SIGTERM instead of re-raising the
-    signal.  C{_exitSignal} is where Twisted's reactors record the signal
-    that stopped them (C{_ISupportsExitSignalCapturing}), read by twistd
-    after the reactor stops; other reactors and clocks do not have it.
-    """
-    if getattr(reactor, "_exitSignal", None) == signal.SIGTERM:
-        reactor._exitSignal = None

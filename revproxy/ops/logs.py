@@ -44,6 +44,8 @@ from twisted.logger import (
     globalLogPublisher,
 )
 
+from revproxy._compat import publisherObservers
+
 __all__ = [
     "LOG_FORMATS",
     "JSONLogging",
@@ -175,9 +177,9 @@ class JSONLogging(Service):
         if self._installed:
             return
         self._installed = True
-        # LogPublisher has no public way to list its observers; twistd's is
-        # not reachable from a plugin.
-        replaced = [o for o in self._publisher._observers if o is not self.observer]
+        replaced = [
+            o for o in publisherObservers(self._publisher) if o is not self.observer
+        ]
         self._publisher.addObserver(self.observer)
         for observer in replaced:
             self._publisher.removeObserver(observer)
