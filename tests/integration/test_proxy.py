@@ -108,7 +108,7 @@ async def proxy(cleanup: Cleanup, *args: str):
         ports.append(port)
         return port
 
-    listener._waitingForPort.addCallback(record)
+    listener.whenListening().addCallback(record)
     assert ports, "the listener did not start listening"
     return ports[0].getHost().port, service
 
