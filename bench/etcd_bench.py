@@ -729,7 +729,7 @@ def main(argv: list[str]) -> int:
     micro.add_argument("--sizes", default="100,1000,10000,100000")
     micro.add_argument("--events", type=int, default=2000)
     micro.add_argument("--repeats", type=int, default=5)
-    args = parser.parseArgs(argv)
+    args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO))
     if args.command == "load":
         answer = inProcessLoad(args.etcd, args.prefix, args.expect)

@@ -475,7 +475,7 @@ def parseArguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--keep-workdir", action="store_true", help="keep configs and logs of the children"
     )
-    args = parser.parseArgs(argv)
+    args = parser.parse_args(argv)
     if args.smoke:
         args.runs, args.duration, args.warmup, args.idle, args.slow_seconds = 1, 1.0, 0.0, 20, 1.0
     return args

@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--route", required=True, help="HOST=ADDR:PORT[,ADDR:PORT...]")
     parser.add_argument("--no-access-log", action="store_true", help="accepted; never logs")
-    args = parser.parseArgs()
+    args = parser.parse_args()
     _, _, upstreams = args.route.partition("=")
     address, _, port = upstreams.split(",")[0].rpartition(":")
     resource = ReverseProxyResource(address, int(port), b"")  # type: ignore[no-untyped-call]
