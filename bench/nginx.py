@@ -47,11 +47,12 @@ events {{ worker_connections 8192; }}
 """
 
 
-def _httpCommon(prefix: Path, name: str) -> str:
+def _httpCommon(prefix: Path, name: str, accessLog: bool = False) -> str:
     temp = prefix / f"{name}-temp"
     temp.mkdir(exist_ok=True)
+    log = f"{prefix}/{name}-access.log" if accessLog else "off"
     return f"""
-    access_log off;
+    access_log {log};
     client_body_temp_path {temp}/body;
     proxy_temp_path {temp}/proxy;
     fastcgi_temp_path {temp}/fastcgi;
@@ -113,7 +114,9 @@ http {{
     return conf
 
 
-def proxyConfig(prefix: Path, port: int, upstreams: tuple[int, int]) -> Path:
+def proxyConfig(
+    prefix: Path, port: int, upstreams: tuple[int, int], accessLog: bool = True
+) -> Path:
     """
     Write the configuration of nginx as a reverse proxy to both upstream
     ports, with a keep-alive pool of 64 connections.
@@ -126,7 +129,7 @@ def proxyConfig(prefix: Path, port: int, upstreams: tuple[int, int]) -> Path:
         _common(prefix, "nginx-proxy")
         + f"""
 http {{
-{_httpCommon(prefix, "nginx-proxy")}
+{_httpCommon(prefix, "nginx-proxy", accessLog)}
     upstream backends {{
         server 127.0.0.1:{upstreams[0]};
         server 127.0.0.1:{upstreams[1]};

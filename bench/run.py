@@ -55,7 +55,7 @@ TARGETS = ("direct", "nginx", "revproxy")
 # is found.
 REVPROXY_CMD = (
     f"{shlex.quote(sys.executable)} -c 'from twisted.scripts.twistd import run; run()' "
-    "-n --pidfile= revproxy --port {port} --route {route} --no-access-log"
+    "-n --pidfile= revproxy --port {port} --route {route}"
 )
 STANDIN_CMD = (
     f"{shlex.quote(sys.executable)} bench/standin_proxy.py --port {{port}} --route {{route}}"
@@ -98,6 +98,7 @@ class Settings:
     idleConnections: int
     slowSeconds: float
     proxyCommand: str
+    accessLog: bool = True
 
 
 @dataclass
@@ -166,10 +167,14 @@ class Bench:
         pin = self.cpus.prefix(self.cpus.proxy)
         if name == "nginx":
             assert self.nginx is not None
-            conf = nginx.proxyConfig(self.workdir, port, self.upstream.ports)
+            conf = nginx.proxyConfig(
+                self.workdir, port, self.upstream.ports, self.settings.accessLog
+            )
             argv = pin + nginx.argv(self.nginx, self.workdir, conf)
         else:
             command = self.settings.proxyCommand.format(port=port, route=self.route)
+            if not self.settings.accessLog:
+                command += " --no-access-log"
             argv = pin + shlex.split(command)
         child = self.supervisor.start(name, argv, cwd=REPO)
         try:
@@ -471,6 +476,11 @@ def parseArguments(argv: list[str]) -> argparse.Namespace:
         action="store_true",
         help="use the built-in upstream even if nginx exists",
     )
+    parser.add_argument(
+        "--no-access-log",
+        action="store_true",
+        help="turn the access log off in both proxies (default: on, as users run them)",
+    )
     parser.add_argument("--json", type=Path, help="write the measurements and medians to this file")
     parser.add_argument(
         "--keep-workdir", action="store_true", help="keep configs and logs of the children"
@@ -548,7 +558,13 @@ def main(argv: list[str]) -> int:
         return 2
     proxyCommand, note = chooseProxy(args.proxy_cmd)
     settings = Settings(
-        args.runs, args.duration, args.warmup, args.idle, args.slow_seconds, proxyCommand
+        args.runs,
+        args.duration,
+        args.warmup,
+        args.idle,
+        args.slow_seconds,
+        proxyCommand,
+        accessLog=not args.no_access_log,
     )
     scenarios = [s for s in SCENARIOS if not args.scenario or s.name in args.scenario]
     cpus = CpuPlan.detect()
