@@ -590,7 +590,7 @@ def inProcessLoad(etcdUrl: str, prefix: str, expect: int) -> dict[str, Any]:
     from twisted.internet import reactor
     from twisted.web.client import Agent, HTTPConnectionPool
 
-    from revproxy.etcd import client as etcd
+    from revproxy.etcd.client import EtcdClient
     from revproxy.routing.resolver import RouteResolver
     from revproxy.routing import RouteTable
     from revproxy.etcd.sync import EtcdRouteSync
@@ -618,7 +618,7 @@ def inProcessLoad(etcdUrl: str, prefix: str, expect: int) -> dict[str, Any]:
 
     before = _rssKiB()
     pool = HTTPConnectionPool(reactor, persistent=True)
-    client = etcd.EtcdClient(reactor, [etcdUrl], HTTPClient(Agent(reactor, pool=pool)), timeout=60)
+    client = EtcdClient(reactor, [etcdUrl], HTTPClient(Agent(reactor, pool=pool)), timeout=60)
     resolver = TimedResolver(None)
     sync = EtcdRouteSync(TimedStore(client), resolver, prefix, reactor)
 
@@ -659,7 +659,7 @@ def microBenchmark(sizes: list[int], events: int, repeats: int) -> dict[str, Any
     """
     from twisted.internet.task import Clock
 
-    from revproxy.etcd import client as etcd
+    from revproxy.etcd import types as etcd
     from revproxy.routing.resolver import RouteResolver
     from revproxy.routing import parseUpstream
     from revproxy.etcd.sync import EtcdRouteSync

@@ -305,7 +305,7 @@ def _etcdServices(options: Options | dict[str, Any], resolver: RouteResolver,
     from treq.client import HTTPClient
     from twisted.web.client import Agent, HTTPConnectionPool
 
-    from revproxy.etcd import client as etcd
+    from revproxy.etcd.client import EtcdClient
     from revproxy.etcd.sync import EtcdRouteSync
 
     class QuietPool(HTTPConnectionPool):
@@ -314,7 +314,7 @@ def _etcdServices(options: Options | dict[str, Any], resolver: RouteResolver,
 
     pool = QuietPool(reactor, persistent=True)
     agent = Agent(reactor, connectTimeout=options["etcd-timeout"], pool=pool)
-    store = etcd.EtcdClient(
+    store = EtcdClient(
         reactor, options["etcd"], HTTPClient(agent), timeout=options["etcd-timeout"]
     )
     services = MultiService()

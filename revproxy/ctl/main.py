@@ -52,7 +52,7 @@ from revproxy.routing import RouteError, Upstream, parseHostPattern, parseUpstre
 from revproxy.routing.codec import parseStored, routeKey, routeValue
 
 if TYPE_CHECKING:
-    from revproxy.etcd.client import IRouteStore, IWatch, Snapshot, WatchEnded, WatchEvents
+    from revproxy.etcd.types import IRouteStore, IWatch, Snapshot, WatchEnded, WatchEvents
 
 __all__ = [
     "Change",
@@ -784,7 +784,7 @@ async def applyPlan(
     @raise CommandError: from the planner, or when the change is too large
         or the keys kept changing.
     """
-    from revproxy.etcd.client import Delete, EtcdError, ModRevisionIs, Put
+    from revproxy.etcd.types import Delete, EtcdError, ModRevisionIs, Put
 
     for _ in range(ATTEMPTS):
         state = await readRoutes(store, config.prefix)
@@ -1115,7 +1115,7 @@ def describeFailure(failure: Failure, endpoints: Sequence[str]) -> str:
     """
     A one-line account of why a command failed.
     """
-    from revproxy.etcd.client import EtcdError, EtcdTimeout, EtcdUnavailable
+    from revproxy.etcd.types import EtcdError, EtcdTimeout, EtcdUnavailable
 
     where = ", ".join(endpoints)
     if failure.check(CommandError):

@@ -41,9 +41,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-# revproxy.etcd.client imports txaioetcd, which is slow to import: this module is
-# imported only where a sync is built (revproxy.tap, with --etcd).
-from revproxy.etcd.client import EndReason, EventType
+from revproxy.etcd.types import EndReason, EventType
 from revproxy.routing.resolver import RouteResolver
 from revproxy.routing import RouteError, RouteTable, Upstream, parseRouteKey
 

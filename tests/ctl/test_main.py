@@ -44,12 +44,8 @@ from revproxy.ctl.main import (
     runLs,
     runRm,
 )
-from revproxy.etcd.client import (
-    EtcdError,
-    EtcdUnavailable,
-    MemoryRouteStore,
-    TxnResult,
-)
+from revproxy.etcd.memory import MemoryRouteStore
+from revproxy.etcd.types import EtcdError, EtcdUnavailable, TxnResult
 from revproxy.routing import Upstream, parseRouteKey, parseUpstream
 
 U1 = parseUpstream("127.0.0.1:4000")

@@ -12,8 +12,9 @@ from twisted.internet.task import Clock
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from revproxy.etcd import client as etcd
-from revproxy.etcd.client import EventType, MemoryRouteStore, WatchEvent, WatchEvents
+from revproxy.etcd import types as etcd
+from revproxy.etcd.memory import MemoryRouteStore
+from revproxy.etcd.types import EventType, WatchEvent, WatchEvents
 from revproxy.routing.resolver import RouteResolver
 from revproxy.etcd.sync import Backoff, EtcdRouteSync
 
