@@ -85,16 +85,26 @@ from twisted.internet.error import (
 from twisted.internet.interfaces import IConsumer, IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web._newclient import (
+from twisted.web.client import (
     RequestTransmissionFailed,
     ResponseFailed,
     ResponseNeverReceived,
 )
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer, IResponse
-from txaioetcd import _client_commons as commons  # type: ignore[import-untyped]
 from zope.interface import implementer
 
+from revproxy._compat import (
+    etcdDeleteRequest,
+    etcdPutRequest,
+    etcdStatusRequest,
+    etcdTxnHeader,
+    etcdTxnRequest,
+    parseEtcdDeleted,
+    parseEtcdRange,
+    parseEtcdRevision,
+    parseEtcdStatus,
+)
 from revproxy.etcd.decoder import parseUnaryAnswer
 from revproxy.etcd.types import (
     Comparison,
@@ -128,10 +138,6 @@ API_PREFIXES: tuple[str, ...] = ("/v3/", "/v3beta/", "/v3alpha/")
 #: Unary gateway methods that may be sent again after a failure that leaves
 #: unknown whether etcd received them.
 _IDEMPOTENT = frozenset({"kv/range", "maintenance/status"})
-
-#: The base URL given to txaioetcd's request assemblers, which want one; we
-#: use only the bodies they build.
-_NO_URL = ""
 
 _HEADERS = {b"Content-Type": [b"application/json"]}
 # Without hasleader, a member cut off from its cluster keeps a watch open and
@@ -427,9 +433,8 @@ class EtcdClient:
                 raftTerm=status.raft_term or 0,
             )
 
-        body = commons.StatusRequestAssembler(_NO_URL).data
-        return self._unary("maintenance/status", body).addCallback(
-            lambda obj: convert(txaioetcd.Status._parse(obj))
+        return self._unary("maintenance/status", etcdStatusRequest()).addCallback(
+            lambda obj: convert(parseEtcdStatus(obj))
         )
 
     def getPrefix(
@@ -444,7 +449,7 @@ class EtcdClient:
             body["revision"] = str(revision)
 
         def convert(obj: JSON) -> Snapshot:
-            result = txaioetcd.Range._parse(obj)
+            result = parseEtcdRange(obj)
             entries = [
                 Entry(kv.key, kv.value or b"", kv.mod_revision or 0)
                 for kv in result.kvs
@@ -454,9 +459,8 @@ class EtcdClient:
         return self._unary("kv/range", body).addCallback(convert)
 
     def put(self, key: bytes, value: bytes) -> Deferred[int]:
-        body = commons.PutRequestAssembler(_NO_URL, key, value).data
-        return self._unary("kv/put", body).addCallback(
-            lambda obj: _headerRevision(txaioetcd.Revision._parse(obj).header)
+        return self._unary("kv/put", etcdPutRequest(key, value)).addCallback(
+            lambda obj: _headerRevision(parseEtcdRevision(obj).header)
         )
 
     def delete(self, key: bytes) -> Deferred[DeleteResult]:
@@ -468,9 +472,8 @@ class EtcdClient:
         )
 
     def _deleteRange(self, keys: Any) -> Deferred[DeleteResult]:
-        body = commons.DeleteRequestAssembler(_NO_URL, keys).data
-        return self._unary("kv/deleterange", body).addCallback(
-            lambda obj: _deleted(txaioetcd.Deleted._parse(obj))
+        return self._unary("kv/deleterange", etcdDeleteRequest(keys)).addCallback(
+            lambda obj: _deleted(parseEtcdDeleted(obj))
         )
 
     def txn(
@@ -486,10 +489,10 @@ class EtcdClient:
         )
 
         def convert(obj: JSON) -> TxnResult:
-            header, _ = commons.validate_client_submit_response(obj)
+            header = etcdTxnHeader(obj)
             return TxnResult(bool(obj.get("succeeded")), _headerRevision(header))
 
-        return self._unary("kv/txn", transaction._marshal()).addCallback(convert)
+        return self._unary("kv/txn", etcdTxnRequest(transaction)).addCallback(convert)
 
     def watch(
         self,
