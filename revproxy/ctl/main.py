@@ -37,17 +37,23 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NoReturn, TextIO, Union, cast
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar, Union, cast
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
+from revproxy.config import (
+    ConfigError,
+    parseEtcdEndpoints,
+    parseKeyPrefix,
+    parsePositiveCount,
+    parseSeconds,
+)
 from revproxy.routing import RouteError, Upstream, parseHostPattern, parseUpstream
 from revproxy.routing.codec import parseStored, routeKey, routeValue
 
@@ -224,24 +230,21 @@ def buildParser() -> argparse.ArgumentParser:
     return parser
 
 
-def _positiveSeconds(option: str, text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise UsageError(f"{option}: {text!r} is not a number of seconds") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise UsageError(f"{option}: must be a positive number of seconds")
-    return value
+_T = TypeVar("_T")
 
 
-def _positiveInt(option: str, text: str) -> int:
+def _value(source: str, parse: Callable[[str], _T], text: str) -> _T:
+    """
+    Parse a value with one of L{revproxy.config}'s parsers, the proxy's own.
+
+    @param source: what to call the value in a message (an option such as
+        C{--etcd}, or a variable such as C{$REVPROXY_ETCD}).
+    @raise UsageError: naming C{source}.
+    """
     try:
-        value = int(text)
-    except ValueError:
-        raise UsageError(f"{option}: {text!r} is not a whole number") from None
-    if value < 1:
-        raise UsageError(f"{option}: must be at least 1")
-    return value
+        return parse(text)
+    except ConfigError as e:
+        raise UsageError(f"{source}: {e}") from None
 
 
 def parseEndpoints(text: str, source: str) -> tuple[str, ...]:
@@ -251,18 +254,7 @@ def parseEndpoints(text: str, source: str) -> tuple[str, ...]:
     @param source: what to call the value in a message (C{--etcd} or
         C{$REVPROXY_ETCD}).
     """
-    # Imported here: revproxy.tap imports the proxy's services.
-    from twisted.python import usage
-
-    from revproxy.tap import parseEtcdEndpoints
-
-    try:
-        return tuple(parseEtcdEndpoints(text))
-    except usage.UsageError as e:
-        message = str(e)
-        if message.startswith("--etcd:"):
-            message = source + message[len("--etcd") :]
-        raise UsageError(message) from None
+    return tuple(_value(source, parseEtcdEndpoints, text))
 
 
 def parsePrefix(text: str, source: str) -> str:
@@ -270,9 +262,7 @@ def parsePrefix(text: str, source: str) -> str:
     Validate a key prefix as the proxy does: it starts with C{/}; a C{/} is
     added at the end if missing.
     """
-    if not text.startswith("/"):
-        raise UsageError(f"{source}: {text!r} must start with /")
-    return text if text.endswith("/") else text + "/"
+    return _value(source, parseKeyPrefix, text)
 
 
 def _host(text: str) -> str:
@@ -317,12 +307,12 @@ def parseArgs(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
     else:
         prefix = DEFAULT_PREFIX
     timeout = (
-        _positiveSeconds("--timeout", opts["timeout"])
+        _value("--timeout", parseSeconds, opts["timeout"])
         if "timeout" in opts
         else DEFAULT_TIMEOUT
     )
     maxTxnOps = (
-        _positiveInt("--max-txn-ops", opts["max_txn_ops"])
+        _value("--max-txn-ops", parsePositiveCount, opts["max_txn_ops"])
         if "max_txn_ops" in opts
         else DEFAULT_MAX_TXN_OPS
     )
@@ -332,7 +322,7 @@ def parseArgs(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
     upstreams: tuple[Upstream, ...] = ()
     if command == "add":
         if ns.weight is not None:
-            weight = _positiveInt("--weight", ns.weight)
+            weight = _value("--weight", parsePositiveCount, ns.weight)
         assert host is not None
         upstreams = _upstreams(ns.upstreams, weight or 1, host)
     elif command == "rm":
