@@ -1,0 +1,441 @@
+# -*- test-case-name: tests.ctl.test_commands -*-
+"""
+The commands of C{revproxyctl} on an L{IRouteStore}: C{add}, C{rm} and
+C{import} apply a plan in one transaction guarded by the revision of every
+key it touches (L{applyPlan}); C{ls} and C{export} read; C{watch}
+(L{RouteWatcher}) prints each change as it happens.  L{describeFailure}
+puts a failure in one line.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import TextIO, cast
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.python.failure import Failure
+
+from revproxy.ctl.args import EXIT_OK, PROG, Config
+from revproxy.ctl.documents import Routes, routeDocument
+from revproxy.ctl.plans import (
+    CommandError,
+    Plan,
+    RouteState,
+    StoredRoute,
+    addition,
+    formatChange,
+    formatTable,
+    planAdd,
+    planImport,
+    planRm,
+    readState,
+    removal,
+    summary,
+    tooLarge,
+    weightChange,
+)
+from revproxy.etcd.types import (
+    Delete,
+    EtcdError,
+    EtcdTimeout,
+    EtcdUnavailable,
+    IRouteStore,
+    IWatch,
+    ModRevisionIs,
+    Put,
+    Snapshot,
+    WatchEnded,
+    WatchEvents,
+)
+from revproxy.routing.codec import parseStored, routeValue
+
+__all__ = [
+    "ATTEMPTS",
+    "applyPlan",
+    "describeFailure",
+    "readRoutes",
+    "RouteWatcher",
+    "runAdd",
+    "runExport",
+    "runImport",
+    "runLs",
+    "runRm",
+    "writeLine",
+]
+
+#: How many times a change is re-read and re-planned when a concurrent writer
+#: touched one of its keys between our read and our transaction.
+ATTEMPTS = 5
+
+
+def writeLine(stream: TextIO, line: str) -> None:
+    """
+    Write one line to C{stream} and flush it, so that a pipe sees it now.
+    """
+    stream.write(line + "\n")
+    stream.flush()
+
+
+def _warnSkipped(state: RouteState, err: TextIO) -> None:
+    for key, reason in state.skipped:
+        writeLine(err, f"{PROG}: warning: skipping key {key!r}: {reason}")
+
+
+async def readRoutes(store: IRouteStore, prefix: str) -> RouteState:
+    """
+    Read and parse the routes under C{prefix}.
+    """
+    snapshot = await store.getPrefix(prefix.encode("utf-8"))
+    return readState(
+        snapshot.revision,
+        ((e.key, e.value, e.modRevision) for e in snapshot.entries),
+        prefix,
+    )
+
+
+async def applyPlan(
+    store: IRouteStore,
+    config: Config,
+    planner: Callable[[RouteState], Plan],
+    out: TextIO,
+    dryRun: bool = False,
+) -> int:
+    """
+    Read the routes, plan a change and apply it in one transaction, guarded
+    by the revision of every key it touches.  If a concurrent writer touched
+    one of them, nothing was written: read and plan again (up to
+    L{ATTEMPTS} times).
+
+    Why not several transactions for a change above etcd's limit of
+    operations per transaction: the proxies would see, and a failure would
+    leave, a half-applied change, and a later chunk's guard can only detect
+    a conflict, not undo the earlier chunks.  A change that does not fit is
+    refused before anything is written (L{tooLarge}).
+
+    @return: the exit status.
+    @raise CommandError: from the planner, or when the change is too large
+        or the keys kept changing.
+    """
+    for _ in range(ATTEMPTS):
+        state = await readRoutes(store, config.prefix)
+        plan = planner(state)
+        for note in plan.notes:
+            writeLine(out, note)
+        if not plan.changes:
+            if not plan.notes:
+                writeLine(out, "nothing to change")
+            return EXIT_OK
+        if dryRun:
+            for change in plan.changes:
+                writeLine(out, formatChange(change))
+            writeLine(out, f"dry run: {summary(plan.changes)}; nothing was written")
+        if len(plan.changes) > config.maxTxnOps:
+            raise CommandError(tooLarge(len(plan.changes), config.maxTxnOps))
+        if dryRun:
+            return EXIT_OK
+        compare = [ModRevisionIs(c.key, c.modRevision) for c in plan.changes]
+        operations = [
+            Delete(c.key)
+            if c.kind == "-"
+            else Put(c.key, routeValue(c.upstream.weight))
+            for c in plan.changes
+        ]
+        try:
+            result = await store.txn(compare, operations)
+        except EtcdError as e:
+            if "too many operations" in e.message:
+                raise CommandError(
+                    tooLarge(len(plan.changes), config.maxTxnOps).replace(
+                        f"more than the limit of {config.maxTxnOps}",
+                        "more than etcd allows",
+                    )
+                ) from None
+            raise
+        if result.succeeded:
+            for change in plan.changes:
+                writeLine(out, formatChange(change, result.revision))
+            return EXIT_OK
+    raise CommandError(
+        f"the routes kept changing while this change was applied ({ATTEMPTS} "
+        "attempts); nothing was written; try again"
+    )
+
+
+async def runAdd(store: IRouteStore, config: Config, out: TextIO) -> int:
+    """
+    C{add HOST UPSTREAM... [--weight N]}.
+    """
+    assert config.host is not None
+    host = config.host
+    return await applyPlan(
+        store,
+        config,
+        lambda s: planAdd(s, config.prefix, host, config.upstreams, config.weight),
+        out,
+    )
+
+
+async def runRm(store: IRouteStore, config: Config, out: TextIO) -> int:
+    """
+    C{rm HOST [UPSTREAM...]}.
+    """
+    assert config.host is not None
+    host = config.host
+    return await applyPlan(
+        store, config, lambda s: planRm(s, host, config.upstreams), out
+    )
+
+
+async def runImport(
+    store: IRouteStore, config: Config, routes: Routes, out: TextIO
+) -> int:
+    """
+    C{import FILE [--dry-run] [--replace]}, with the already validated
+    document C{routes}.
+    """
+    return await applyPlan(
+        store,
+        config,
+        lambda s: planImport(s, config.prefix, routes, config.replace),
+        out,
+        dryRun=config.dryRun,
+    )
+
+
+def _dump(document: object) -> str:
+    return json.dumps(document, indent=2) + "\n"
+
+
+async def runLs(store: IRouteStore, config: Config, out: TextIO, err: TextIO) -> int:
+    """
+    C{ls [HOST] [--json]}.
+    """
+    state = await readRoutes(store, config.prefix)
+    _warnSkipped(state, err)
+    if config.host is not None and config.host not in state.hosts():
+        raise CommandError(f"no such host: {config.host}")
+    if config.json:
+        document, _ = routeDocument(state)
+        if config.host is not None:
+            document = {config.host: document[config.host]}
+        out.write(_dump(document))
+    elif state.routes:
+        out.write(formatTable(state, config.host))
+    else:
+        writeLine(err, f"no routes under {config.prefix}")
+    out.flush()
+    return EXIT_OK
+
+
+async def runExport(
+    store: IRouteStore, config: Config, out: TextIO, err: TextIO
+) -> int:
+    """
+    C{export}: every route as an import document.
+    """
+    state = await readRoutes(store, config.prefix)
+    _warnSkipped(state, err)
+    document, warnings = routeDocument(state)
+    for warning in warnings:
+        writeLine(err, f"{PROG}: warning: {warning}")
+    out.write(_dump(document))
+    out.flush()
+    return EXIT_OK
+
+
+class RouteWatcher:
+    """
+    C{watch}: print one line per route change, as it happens, until
+    L{stop}.
+
+    It reads the routes first (so that a weight change shows as C{~} and a
+    delete names its upstream) and watches from the next revision.  When the
+    watch is interrupted (connection lost, an etcd error) it resumes from
+    the next revision after a delay; when that revision was compacted, it
+    re-reads and prints the difference.
+
+    @ivar done: fires with the exit status once stopped, or fails if the
+        first read fails.
+    """
+
+    def __init__(
+        self,
+        store: IRouteStore,
+        prefix: str,
+        clock: IReactorTime,
+        out: TextIO,
+        err: TextIO,
+        retryDelay: float = 1.0,
+        maxRetryDelay: float = 10.0,
+    ) -> None:
+        self._store = store
+        self._prefix = prefix
+        self._clock = clock
+        self._out = out
+        self._err = err
+        self._retryDelay = retryDelay
+        self._maxRetryDelay = maxRetryDelay
+        self._failures = 0
+        self._known: dict[bytes, StoredRoute] = {}
+        self._watch: IWatch | None = None
+        self._reading: Deferred[Snapshot] | None = None
+        self._retry: IDelayedCall | None = None
+        self._stopping = False
+        self.done: Deferred[int] = Deferred()
+
+    def start(self) -> Deferred[int]:
+        """
+        Read the routes and start watching; return L{done}.
+        """
+        self._read(first=True)
+        return self.done
+
+    def stop(self) -> Deferred[int]:
+        """
+        Stop watching; return L{done}, which fires with 0 once the watch has
+        ended.
+        """
+        self._stopping = True
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+            self._finish(EXIT_OK)
+        elif self._watch is not None:
+            self._watch.cancel()
+        elif self._reading is not None:
+            self._reading.cancel()
+        else:
+            self._finish(EXIT_OK)
+        return self.done
+
+    def _finish(self, result: int | Failure) -> None:
+        if self.done.called:
+            return
+        if isinstance(result, Failure):
+            self.done.errback(result)
+        else:
+            self.done.callback(result)
+
+    def _read(self, first: bool = False) -> None:
+        self._retry = None
+        self._reading = self._store.getPrefix(self._prefix.encode("utf-8"))
+        self._reading.addCallbacks(
+            lambda snapshot: self._snapshot(snapshot, first),
+            lambda f: self._readFailed(f, first),
+        )
+
+    def _readFailed(self, failure: Failure, first: bool) -> None:
+        self._reading = None
+        if self._stopping and failure.check(CancelledError):
+            self._finish(EXIT_OK)
+        elif first:
+            self._finish(failure)
+        else:
+            self._interrupted(f"cannot read the routes: {failure.getErrorMessage()}",
+                              self._read)
+
+    def _snapshot(self, snapshot: Snapshot, first: bool) -> None:
+        self._reading = None
+        state = readState(
+            snapshot.revision,
+            ((e.key, e.value, e.modRevision) for e in snapshot.entries),
+            self._prefix,
+        )
+        if self._stopping:
+            self._finish(EXIT_OK)
+            return
+        new = {r.key: r for r in state.routes}
+        if first:
+            writeLine(
+                self._err,
+                f"watching {self._prefix} from revision {snapshot.revision + 1}",
+            )
+        else:
+            for key in sorted(set(self._known) | set(new)):
+                self._show(self._known.get(key), new.get(key), snapshot.revision)
+        self._known = new
+        self._startWatch(snapshot.revision + 1)
+
+    def _startWatch(self, revision: int) -> None:
+        self._retry = None
+        self._watch = self._store.watch(
+            self._prefix.encode("utf-8"), revision, self._events
+        )
+        self._watch.ended.addCallbacks(self._ended, self._watchFailed)
+
+    def _events(self, batch: WatchEvents) -> None:
+        self._failures = 0
+        for event in batch.events:
+            old = self._known.pop(event.key, None)
+            new = None
+            if event.type.value == "PUT":
+                parsed = parseStored(event.key, event.value, self._prefix)
+                if isinstance(parsed, str):
+                    writeLine(self._err, f"{PROG}: warning: skipping key: {parsed}")
+                else:
+                    new = StoredRoute(event.key, parsed[0], parsed[1], event.modRevision)
+                    self._known[event.key] = new
+            self._show(old, new, event.modRevision)
+
+    def _show(
+        self, old: StoredRoute | None, new: StoredRoute | None, revision: int
+    ) -> None:
+        if old is None and new is not None:
+            change = addition(self._prefix, new.host, new.upstream)
+        elif new is None and old is not None:
+            change = removal(old)
+        elif old is not None and new is not None and (
+            old.upstream.weight != new.upstream.weight
+        ):
+            change = weightChange(old, new.upstream.weight)
+        else:
+            return
+        writeLine(self._out, formatChange(change, revision))
+
+    def _ended(self, ended: WatchEnded) -> None:
+        self._watch = None
+        reason = ended.reason.value
+        if self._stopping or reason == "cancelled":
+            self._finish(EXIT_OK)
+        elif reason == "compacted":
+            writeLine(
+                self._err,
+                f"{PROG}: revision {ended.nextRevision} was compacted; "
+                "re-reading the routes",
+            )
+            self._read()
+        else:
+            detail = ended.detail or reason
+            self._interrupted(
+                f"watch interrupted ({detail})",
+                lambda: self._startWatch(ended.nextRevision),
+            )
+
+    def _interrupted(self, why: str, again: Callable[[], None]) -> None:
+        delay = min(self._maxRetryDelay, self._retryDelay * 2**self._failures)
+        self._failures = min(self._failures + 1, 16)
+        writeLine(self._err, f"{PROG}: {why}; retrying in {delay:g}s")
+        self._retry = self._clock.callLater(delay, again)
+
+    def _watchFailed(self, failure: Failure) -> None:
+        self._watch = None
+        self._finish(failure)
+
+
+def describeFailure(failure: Failure, endpoints: Sequence[str]) -> str:
+    """
+    A one-line account of why a command failed.
+    """
+    where = ", ".join(endpoints)
+    if failure.check(CommandError):
+        return str(failure.value)
+    if failure.check(EtcdUnavailable):
+        problems = "; ".join(str(p) for p in cast(Exception, failure.value).args[0])
+        # Each problem names its endpoint.
+        return f"cannot reach etcd: {problems or where}"
+    if failure.check(EtcdTimeout):
+        return f"etcd at {where} did not answer in time: {failure.value}"
+    if failure.check(EtcdError):
+        return f"etcd at {where} failed: {failure.value}"
+    return f"unexpected error talking to etcd at {where}: {failure.value!r}"
