@@ -13,9 +13,10 @@ import json
 from collections.abc import Callable, Sequence
 from typing import TextIO, cast
 
-from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from revproxy.ctl.args import EXIT_OK, PROG, Config
 from revproxy.ctl.documents import Routes, routeDocument
@@ -36,13 +37,13 @@ from revproxy.ctl.plans import (
     tooLarge,
     weightChange,
 )
+from revproxy.etcd.follow import Backoff, IFollowListener, PrefixFollower
 from revproxy.etcd.types import (
     Delete,
     EtcdError,
     EtcdTimeout,
     EtcdUnavailable,
     IRouteStore,
-    IWatch,
     ModRevisionIs,
     Put,
     Snapshot,
@@ -245,16 +246,20 @@ async def runExport(
     return EXIT_OK
 
 
+@implementer(IFollowListener)
 class RouteWatcher:
     """
     C{watch}: print one line per route change, as it happens, until
     L{stop}.
 
-    It reads the routes first (so that a weight change shows as C{~} and a
-    delete names its upstream) and watches from the next revision.  When the
-    watch is interrupted (connection lost, an etcd error) it resumes from
-    the next revision after a delay; when that revision was compacted, it
-    re-reads and prints the difference.
+    The loop is L{PrefixFollower}'s, the proxy's own: it reads the routes
+    first (so that a weight change shows as C{~} and a delete names its
+    upstream) and watches from the next revision.  When the watch is
+    interrupted (connection lost, an etcd error, a failed liveness probe) it
+    resumes from the next revision after a delay that doubles from
+    C{retryDelay} up to C{maxRetryDelay} (no jitter: one watcher has no
+    herd to spread); when that revision was compacted, it re-reads and
+    prints the difference.
 
     @ivar done: fires with the exit status once stopped, or fails if the
         first read fails.
@@ -269,27 +274,28 @@ class RouteWatcher:
         err: TextIO,
         retryDelay: float = 1.0,
         maxRetryDelay: float = 10.0,
+        probeInterval: float | None = 5.0,
     ) -> None:
-        self._store = store
         self._prefix = prefix
-        self._clock = clock
         self._out = out
         self._err = err
-        self._retryDelay = retryDelay
-        self._maxRetryDelay = maxRetryDelay
-        self._failures = 0
+        self._follower = PrefixFollower(
+            store,
+            prefix.encode("utf-8"),
+            self,
+            clock,
+            Backoff(retryDelay, maxRetryDelay, None),
+            probeInterval,
+        )
         self._known: dict[bytes, StoredRoute] = {}
-        self._watch: IWatch | None = None
-        self._reading: Deferred[Snapshot] | None = None
-        self._retry: IDelayedCall | None = None
-        self._stopping = False
+        self._listed = False
         self.done: Deferred[int] = Deferred()
 
     def start(self) -> Deferred[int]:
         """
         Read the routes and start watching; return L{done}.
         """
-        self._read(first=True)
+        self._follower.start()
         return self.done
 
     def stop(self) -> Deferred[int]:
@@ -297,17 +303,11 @@ class RouteWatcher:
         Stop watching; return L{done}, which fires with 0 once the watch has
         ended.
         """
-        self._stopping = True
-        if self._retry is not None and self._retry.active():
-            self._retry.cancel()
-            self._finish(EXIT_OK)
-        elif self._watch is not None:
-            self._watch.cancel()
-        elif self._reading is not None:
-            self._reading.cancel()
-        else:
-            self._finish(EXIT_OK)
+        self._follower.stop().addCallback(lambda _: self._finish(EXIT_OK))
         return self.done
+
+    def _fail(self, failure: Failure) -> None:
+        self._follower.stop().addCallback(lambda _: self._finish(failure))
 
     def _finish(self, result: int | Failure) -> None:
         if self.done.called:
@@ -317,35 +317,16 @@ class RouteWatcher:
         else:
             self.done.callback(result)
 
-    def _read(self, first: bool = False) -> None:
-        self._retry = None
-        self._reading = self._store.getPrefix(self._prefix.encode("utf-8"))
-        self._reading.addCallbacks(
-            lambda snapshot: self._snapshot(snapshot, first),
-            lambda f: self._readFailed(f, first),
-        )
+    # -- IFollowListener
 
-    def _readFailed(self, failure: Failure, first: bool) -> None:
-        self._reading = None
-        if self._stopping and failure.check(CancelledError):
-            self._finish(EXIT_OK)
-        elif first:
-            self._finish(failure)
-        else:
-            self._interrupted(f"cannot read the routes: {failure.getErrorMessage()}",
-                              self._read)
-
-    def _snapshot(self, snapshot: Snapshot, first: bool) -> None:
-        self._reading = None
+    def snapshot(self, snapshot: Snapshot, first: bool) -> None:
         state = readState(
             snapshot.revision,
             ((e.key, e.value, e.modRevision) for e in snapshot.entries),
             self._prefix,
         )
-        if self._stopping:
-            self._finish(EXIT_OK)
-            return
         new = {r.key: r for r in state.routes}
+        self._listed = True
         if first:
             writeLine(
                 self._err,
@@ -355,17 +336,8 @@ class RouteWatcher:
             for key in sorted(set(self._known) | set(new)):
                 self._show(self._known.get(key), new.get(key), snapshot.revision)
         self._known = new
-        self._startWatch(snapshot.revision + 1)
 
-    def _startWatch(self, revision: int) -> None:
-        self._retry = None
-        self._watch = self._store.watch(
-            self._prefix.encode("utf-8"), revision, self._events
-        )
-        self._watch.ended.addCallbacks(self._ended, self._watchFailed)
-
-    def _events(self, batch: WatchEvents) -> None:
-        self._failures = 0
+    def events(self, batch: WatchEvents) -> None:
         for event in batch.events:
             old = self._known.pop(event.key, None)
             new = None
@@ -377,6 +349,38 @@ class RouteWatcher:
                     new = StoredRoute(event.key, parsed[0], parsed[1], event.modRevision)
                     self._known[event.key] = new
             self._show(old, new, event.modRevision)
+
+    def progress(self, revision: int) -> None:
+        pass
+
+    def reconnected(self) -> None:
+        pass
+
+    def listFailed(self, reason: Failure, delay: float) -> None:
+        if not self._listed:
+            # The routes could not be read at all: fail at once.
+            self._fail(reason)
+        else:
+            self._retrying(f"cannot read the routes: {reason.getErrorMessage()}", delay)
+
+    def interrupted(self, ended: WatchEnded, delay: float) -> None:
+        self._retrying(f"watch interrupted ({ended.detail or ended.reason.value})", delay)
+
+    def compacted(self, ended: WatchEnded) -> None:
+        writeLine(
+            self._err,
+            f"{PROG}: revision {ended.nextRevision} was compacted; "
+            "re-reading the routes",
+        )
+
+    def probeFailed(self, reason: Failure) -> None:
+        pass
+
+    def watchFailed(self, reason: Failure, delay: float) -> None:
+        self._fail(reason)
+
+    def _retrying(self, why: str, delay: float) -> None:
+        writeLine(self._err, f"{PROG}: {why}; retrying in {delay:g}s")
 
     def _show(
         self, old: StoredRoute | None, new: StoredRoute | None, revision: int
@@ -392,35 +396,6 @@ class RouteWatcher:
         else:
             return
         writeLine(self._out, formatChange(change, revision))
-
-    def _ended(self, ended: WatchEnded) -> None:
-        self._watch = None
-        reason = ended.reason.value
-        if self._stopping or reason == "cancelled":
-            self._finish(EXIT_OK)
-        elif reason == "compacted":
-            writeLine(
-                self._err,
-                f"{PROG}: revision {ended.nextRevision} was compacted; "
-                "re-reading the routes",
-            )
-            self._read()
-        else:
-            detail = ended.detail or reason
-            self._interrupted(
-                f"watch interrupted ({detail})",
-                lambda: self._startWatch(ended.nextRevision),
-            )
-
-    def _interrupted(self, why: str, again: Callable[[], None]) -> None:
-        delay = min(self._maxRetryDelay, self._retryDelay * 2**self._failures)
-        self._failures = min(self._failures + 1, 16)
-        writeLine(self._err, f"{PROG}: {why}; retrying in {delay:g}s")
-        self._retry = self._clock.callLater(delay, again)
-
-    def _watchFailed(self, failure: Failure) -> None:
-        self._watch = None
-        self._finish(failure)
 
 
 def describeFailure(failure: Failure, endpoints: Sequence[str]) -> str:
