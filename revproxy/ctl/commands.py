@@ -289,6 +289,7 @@ class RouteWatcher:
         )
         self._known: dict[bytes, StoredRoute] = {}
         self._listed = False
+        self._probeError: str | None = None
         self.done: Deferred[int] = Deferred()
 
     def start(self) -> Deferred[int]:
@@ -364,7 +365,11 @@ class RouteWatcher:
             self._retrying(f"cannot read the routes: {reason.getErrorMessage()}", delay)
 
     def interrupted(self, ended: WatchEnded, delay: float) -> None:
-        self._retrying(f"watch interrupted ({ended.detail or ended.reason.value})", delay)
+        detail = ended.detail or ended.reason.value
+        if self._probeError is not None:
+            # The watch was cancelled because the probe failed: say why.
+            detail, self._probeError = f"liveness probe failed: {self._probeError}", None
+        self._retrying(f"watch interrupted ({detail})", delay)
 
     def compacted(self, ended: WatchEnded) -> None:
         writeLine(
@@ -374,7 +379,7 @@ class RouteWatcher:
         )
 
     def probeFailed(self, reason: Failure) -> None:
-        pass
+        self._probeError = reason.getErrorMessage()
 
     def watchFailed(self, reason: Failure, delay: float) -> None:
         self._fail(reason)

@@ -330,3 +330,22 @@ class WatchTests(SynchronousTestCase):
         self.assertEqual(self.lines(), ["- a 127.0.0.1:4000 revision=4", "+ c 127.0.0.1:4000 revision=4"])
         self.store.put(b"/hosts/d/127.0.0.1:4000", b"")
         self.assertEqual(self.lines(), ["+ d 127.0.0.1:4000 revision=5"])
+
+    def test_probeFailureRestarts(self) -> None:
+        """A failed liveness probe restarts the watch, saying why, and loses nothing."""
+        self.watcher.start()
+        original = self.store.getPrefix
+        self.store.getPrefix = lambda p, revision=None: fail(  # type: ignore[method-assign]
+            EtcdUnavailable(["etcd down"])
+        )
+        self.clock.advance(5)
+        self.assertIn(
+            "revproxyctl: watch interrupted (liveness probe failed: ['etcd down']); retrying in 1s",
+            self.err.getvalue(),
+        )
+        self.store.getPrefix = original  # type: ignore[method-assign]
+        self.store.put(b"/hosts/c/127.0.0.1:4000", b"")
+        self.clock.advance(1)
+        self.assertEqual(self.lines(), ["+ c 127.0.0.1:4000 revision=3"])
+        self.assertEqual(self.successResultOf(self.watcher.stop()), 0)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
