@@ -14,7 +14,7 @@ It measures the three targets of the etcd issue:
   polled in a tight loop on a keep-alive connection; with the proxy holding
   the N-host table and an empty one;
 * the cost of applying one event, in process, without etcd: direct calls of
-  ``EtcdRouteSync._onEvents`` (and ``RouteResolver.apply``) on tables of
+  ``EtcdRouteSync.events`` (and ``RouteResolver.apply``) on tables of
   100 to 100,000 hosts, to show that it does not grow with the table.
 
 ``bench/run.py`` drives it (scenario ``etcd``); the in-process parts run in
@@ -590,7 +590,7 @@ def inProcessLoad(etcdUrl: str, prefix: str, expect: int) -> dict[str, Any]:
     from twisted.internet import reactor
     from twisted.web.client import Agent, HTTPConnectionPool
 
-    from revproxy.etcd import client as etcd
+    from revproxy.etcd.client import EtcdClient
     from revproxy.routing.resolver import RouteResolver
     from revproxy.routing import RouteTable
     from revproxy.etcd.sync import EtcdRouteSync
@@ -618,13 +618,14 @@ def inProcessLoad(etcdUrl: str, prefix: str, expect: int) -> dict[str, Any]:
 
     before = _rssKiB()
     pool = HTTPConnectionPool(reactor, persistent=True)
-    client = etcd.EtcdClient(reactor, [etcdUrl], HTTPClient(Agent(reactor, pool=pool)), timeout=60)
+    client = EtcdClient(reactor, [etcdUrl], HTTPClient(Agent(reactor, pool=pool)), timeout=60)
     resolver = TimedResolver(None)
-    sync = EtcdRouteSync(TimedStore(client), resolver, prefix, reactor)
+    store = TimedStore(client)
+    sync = EtcdRouteSync(store, resolver, prefix, reactor)
 
     def go() -> None:
-        # Not started as a service: the load runs, no watch follows.
-        sync._load()
+        # Not started as a service: one read handed to the sync, no watch.
+        store.getPrefix(prefix.encode("utf-8")).addCallback(sync.snapshot, True)
         wait()
 
     def wait() -> None:
@@ -653,13 +654,13 @@ def inProcessLoad(etcdUrl: str, prefix: str, expect: int) -> dict[str, Any]:
 
 def microBenchmark(sizes: list[int], events: int, repeats: int) -> dict[str, Any]:
     """
-    Microseconds per event applied by C{EtcdRouteSync._onEvents} (and per
+    Microseconds per event applied by C{EtcdRouteSync.events} (and per
     C{RouteResolver.apply} of one host) on tables of each size: the mean
     over C{events} events, median over C{repeats} repeats.
     """
     from twisted.internet.task import Clock
 
-    from revproxy.etcd import client as etcd
+    from revproxy.etcd import types as etcd
     from revproxy.routing.resolver import RouteResolver
     from revproxy.routing import parseUpstream
     from revproxy.etcd.sync import EtcdRouteSync
@@ -671,7 +672,7 @@ def microBenchmark(sizes: list[int], events: int, repeats: int) -> dict[str, Any
         resolver = RouteResolver(None)
         sync = EtcdRouteSync(None, resolver, PREFIX, Clock())
         entries = [etcd.Entry(k.encode(), b"", 1) for k in routeKeys(PREFIX, size, 3)]
-        sync._loaded(etcd.Snapshot(1, entries))
+        sync.snapshot(etcd.Snapshot(1, entries), True)
         del entries
         assert resolver.table is not None and len(resolver.table) == size
         revision = 1
@@ -684,7 +685,7 @@ def microBenchmark(sizes: list[int], events: int, repeats: int) -> dict[str, Any
             revision += 1
             batch = etcd.WatchEvents(revision, (etcd.WatchEvent(kind, key, b"", revision),))
             began = perf()
-            sync._onEvents(batch)
+            sync.events(batch)
             return perf() - began
 
         for repeat in range(repeats):

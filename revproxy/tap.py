@@ -9,8 +9,9 @@ L{makeService} is not given one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.application.service import IService, MultiService, Service
@@ -19,6 +20,13 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.web.server import Site
 
+from revproxy.config import (
+    ConfigError,
+    parseCount,
+    parseEtcdEndpoints,
+    parseKeyPrefix,
+    parseSeconds,
+)
 from revproxy.ops.accesslog import AccessLogger
 from revproxy.routing.balancing import POLICIES, policyFactory
 from revproxy.ops.drain import DrainService
@@ -41,24 +49,27 @@ __all__ = ["Options", "makeService", "Listener"]
 DEFAULT_LISTEN = "tcp:8080"
 
 
-def _seconds(option: str, text: str) -> float:
+_T = TypeVar("_T")
+
+
+def _option(option: str, parse: Callable[[str], _T], text: str) -> _T:
+    """
+    Parse the value of C{option} with one of L{revproxy.config}'s parsers.
+
+    @raise usage.UsageError: naming C{option}.
+    """
     try:
-        value = float(text)
-    except ValueError:
-        raise usage.UsageError(f"{option}: {text!r} is not a number of seconds")
-    if not value > 0 or value != value or value == float("inf"):
-        raise usage.UsageError(f"{option}: must be a positive number of seconds")
-    return value
+        return parse(text)
+    except ConfigError as e:
+        raise usage.UsageError(f"{option}: {e}") from None
+
+
+def _seconds(option: str, text: str) -> float:
+    return _option(option, parseSeconds, text)
 
 
 def _count(option: str, text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise usage.UsageError(f"{option}: {text!r} is not a whole number")
-    if value < 0:
-        raise usage.UsageError(f"{option}: must not be negative")
-    return value
+    return _option(option, parseCount, text)
 
 
 class _NoReactor:
@@ -79,26 +90,6 @@ def _checkEndpoint(option: str, description: str) -> str:
     except Exception as e:  # any parse error of any endpoint plugin
         raise usage.UsageError(f"{option}: bad endpoint {description!r}: {e}")
     return description
-
-
-def parseEtcdEndpoints(text: str) -> list[str]:
-    """
-    Validate C{--etcd}: a comma-separated list of C{http(s)://host:port}
-    URLs (C{host:port} means C{http://host:port}).
-
-    @raise usage.UsageError: naming the bad endpoint.
-    """
-    urls = []
-    for part in text.split(","):
-        part = part.strip()
-        try:
-            upstream = parseUpstream(part)
-        except RouteError as e:
-            raise usage.UsageError(f"--etcd: {e}".replace("upstream", "endpoint"))
-        if upstream.basePath:
-            raise usage.UsageError(f"--etcd: endpoint {part!r} must not have a path")
-        urls.append(f"{upstream.scheme}://{upstream.authority}")
-    return urls
 
 
 def _trustRoot(path: str) -> Any:
@@ -252,17 +243,13 @@ class Options(usage.Options):
                     "it cannot be combined with --route or --etcd"
                 )
             self["routes"] = {"*": (upstream,)}
-        prefix = self["prefix"]
-        if not prefix.startswith("/"):
-            raise usage.UsageError(f"--prefix: {prefix!r} must start with /")
-        if not prefix.endswith("/"):
-            self["prefix"] = prefix + "/"
+        self["prefix"] = _option("--prefix", parseKeyPrefix, self["prefix"])
         self["embedded-etcd"] = None
         if self["etcd"] == "embedded":
             self["embedded-etcd"] = _embeddedEtcd(self)
             self["etcd"] = [f"http://127.0.0.1:{self['embedded-etcd'][2]}"]
         elif self["etcd"] is not None:
-            self["etcd"] = parseEtcdEndpoints(self["etcd"])
+            self["etcd"] = _option("--etcd", parseEtcdEndpoints, self["etcd"])
         if self["etcd"] is not None:
             if self["routes"]:
                 raise usage.UsageError(
@@ -357,7 +344,7 @@ def _etcdServices(options: Options | dict[str, Any], resolver: RouteResolver,
     from treq.client import HTTPClient
     from twisted.web.client import Agent, HTTPConnectionPool
 
-    from revproxy.etcd import client as etcd
+    from revproxy.etcd.client import EtcdClient
     from revproxy.etcd.sync import EtcdRouteSync
 
     class QuietPool(HTTPConnectionPool):
@@ -366,7 +353,7 @@ def _etcdServices(options: Options | dict[str, Any], resolver: RouteResolver,
 
     pool = QuietPool(reactor, persistent=True)
     agent = Agent(reactor, connectTimeout=options["etcd-timeout"], pool=pool)
-    store = etcd.EtcdClient(
+    store = EtcdClient(
         reactor, options["etcd"], HTTPClient(agent), timeout=options["etcd-timeout"]
     )
     services = MultiService()

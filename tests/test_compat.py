@@ -92,3 +92,173 @@ class EtcdLibraryPrivatesTests(SynchronousTestCase):
     """
     The private names of txaioetcd and treq that revproxy relies on.
     """
+
+    def test_etcdImportedLazily(self) -> None:
+        """
+        Importing revproxy._compat or revproxy.tap does not import txaioetcd.
+        """
+        import subprocess
+        import sys
+
+        code = (
+            "import sys, revproxy._compat, revproxy.tap; "
+            "print('txaioetcd' in sys.modules)"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        )
+        self.assertEqual(result.stdout.strip(), "False")
+
+    def test_statusRequest(self) -> None:
+        """
+        txaioetcd's StatusRequestAssembler builds an empty status body.
+        """
+        from revproxy._compat import etcdStatusRequest
+
+        self.assertEqual(etcdStatusRequest(), {})
+
+    def test_putRequest(self) -> None:
+        """
+        txaioetcd's PutRequestAssembler builds a body of the base64 key and
+        value, and nothing else.
+        """
+        from revproxy._compat import etcdPutRequest
+
+        self.assertEqual(
+            etcdPutRequest(b"/hosts/a/h:1", b'{"weight": 2}'),
+            {"key": "L2hvc3RzL2EvaDox", "value": "eyJ3ZWlnaHQiOiAyfQ=="},
+        )
+        self.assertEqual(etcdPutRequest(b"k", b""), {"key": "aw==", "value": ""})
+
+    def test_deleteRequest(self) -> None:
+        """
+        txaioetcd's DeleteRequestAssembler builds the body of a KeySet: the
+        key alone, or the key and the range end.
+        """
+        import txaioetcd  # type: ignore[import-untyped]
+
+        from revproxy._compat import etcdDeleteRequest
+
+        self.assertEqual(etcdDeleteRequest(txaioetcd.KeySet(b"k")), {"key": "aw=="})
+        self.assertEqual(
+            etcdDeleteRequest(txaioetcd.KeySet(b"a/", range_end=b"a0")),
+            {"key": "YS8=", "range_end": "YTA="},
+        )
+
+    def test_txnRequest(self) -> None:
+        """
+        Transaction._marshal builds the gateway's txn body from comparisons
+        and operations, leaving out an empty failure list.
+        """
+        import txaioetcd
+
+        from revproxy._compat import etcdTxnRequest
+
+        transaction = txaioetcd.Transaction(
+            compare=[
+                txaioetcd.CompModified(b"k", "==", 3),
+                txaioetcd.CompValue(b"k", "==", b"v"),
+            ],
+            success=[
+                txaioetcd.OpSet(b"k", b"v"),
+                txaioetcd.OpDel(b"k"),
+                txaioetcd.OpDel(txaioetcd.KeySet(b"a/", range_end=b"a0")),
+            ],
+            failure=None,
+        )
+        self.assertEqual(
+            etcdTxnRequest(transaction),
+            {
+                "compare": [
+                    {"key": "aw==", "result": "EQUAL", "target": "MOD",
+                     "mod_revision": 3},
+                    {"key": "aw==", "result": "EQUAL", "target": "VALUE",
+                     "value": "dg=="},
+                ],
+                "success": [
+                    {"request_put": {"key": "aw==", "value": "dg=="}},
+                    {"request_delete_range": {"key": "aw=="}},
+                    {"request_delete_range": {"key": "YS8=", "range_end": "YTA="}},
+                ],
+            },
+        )
+
+    def test_txnHeader(self) -> None:
+        """
+        validate_client_submit_response gives a txn answer's header, with an
+        int revision, or None when the answer has none.
+        """
+        from revproxy._compat import etcdTxnHeader
+
+        answer = {
+            "header": {"revision": "7", "member_id": "2"},
+            "succeeded": True,
+            "responses": [{"response_put": {"header": {"revision": "7"}}}],
+        }
+        self.assertEqual(etcdTxnHeader(answer).revision, 7)
+        self.assertIsNone(etcdTxnHeader({"succeeded": False}))
+
+    def test_parseStatus(self) -> None:
+        """
+        Status._parse gives the version, leader, raft term and the header's
+        revision and member id, as ints where etcd sends decimal strings.
+        """
+        from revproxy._compat import parseEtcdStatus
+
+        status = parseEtcdStatus(
+            {
+                "header": {"cluster_id": "1", "member_id": "2", "revision": "9",
+                           "raft_term": "3"},
+                "version": "3.5.1",
+                "leader": "2",
+                "raftTerm": "3",
+            }
+        )
+        self.assertEqual(
+            (status.version, status.leader, status.raft_term,
+             status.header.revision, status.header.member_id),
+            ("3.5.1", 2, 3, 9, 2),
+        )
+
+    def test_parseRange(self) -> None:
+        """
+        Range._parse gives the header's revision and each key's key, value
+        (None when the gateway left an empty value out) and mod revision.
+        """
+        from revproxy._compat import parseEtcdRange
+
+        result = parseEtcdRange(
+            {
+                "header": {"revision": "9"},
+                "kvs": [
+                    {"key": "YQ==", "value": "Yg==", "mod_revision": "4"},
+                    {"key": "Yw==", "mod_revision": "5"},
+                ],
+                "count": "2",
+            }
+        )
+        self.assertEqual(result.header.revision, 9)
+        self.assertEqual(
+            [(kv.key, kv.value, kv.mod_revision) for kv in result.kvs],
+            [(b"a", b"b", 4), (b"c", None, 5)],
+        )
+        self.assertEqual(list(parseEtcdRange({"header": {"revision": "1"}}).kvs), [])
+
+    def test_parseRevision(self) -> None:
+        """
+        Revision._parse gives a put answer's header and its revision.
+        """
+        from revproxy._compat import parseEtcdRevision
+
+        self.assertEqual(parseEtcdRevision({"header": {"revision": "9"}}).header.revision, 9)
+
+    def test_parseDeleted(self) -> None:
+        """
+        Deleted._parse gives a delete answer's header and how many keys went,
+        0 when the gateway left the count out.
+        """
+        from revproxy._compat import parseEtcdDeleted
+
+        deleted = parseEtcdDeleted({"header": {"revision": "9"}, "deleted": "2"})
+        self.assertEqual((deleted.header.revision, deleted.deleted), (9, 2))
+        self.assertEqual(parseEtcdDeleted({"header": {"revision": "9"}}).deleted, 0)

@@ -12,10 +12,11 @@ from twisted.internet.task import Clock
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from revproxy.etcd import client as etcd
-from revproxy.etcd.client import EventType, MemoryRouteStore, WatchEvent, WatchEvents
+from revproxy.etcd import types as etcd
+from revproxy.etcd.memory import MemoryRouteStore
+from revproxy.etcd.types import EventType, WatchEvent, WatchEvents
 from revproxy.routing.resolver import RouteResolver
-from revproxy.etcd.sync import Backoff, EtcdRouteSync
+from revproxy.etcd.sync import EtcdRouteSync
 
 
 class Harness:
@@ -377,26 +378,4 @@ class ReconnectTests(SynchronousTestCase):
         self.successResultOf(h.sync.stopService())
         self.assertTrue(pending.called)
         self.assertEqual(h.clock.getDelayedCalls(), [])
-
-
-class BackoffTests(SynchronousTestCase):
-    def test_bounds(self) -> None:
-        """
-        The n-th delay lies in [d/2, d] for d = min(max, initial * 2**n).
-        """
-        b = Backoff(0.5, 30, random.Random(3))
-        for n in range(12):
-            d = min(30, 0.5 * 2**n)
-            delay = b.next()
-            self.assertTrue(d / 2 <= delay <= d, (n, delay))
-        b.reset()
-        self.assertLessEqual(b.next(), 0.5)
-
-    def test_jitter(self) -> None:
-        """
-        Two nodes with different random sources do not retry in lockstep.
-        """
-        a = [Backoff(1, 30, random.Random(1)).next() for _ in range(1)]
-        b = [Backoff(1, 30, random.Random(2)).next() for _ in range(1)]
-        self.assertNotEqual(a, b)
 

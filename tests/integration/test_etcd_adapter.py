@@ -1,5 +1,5 @@
 """
-L{revproxy.etcd.EtcdClient} against a real etcd (see C{etcd_fixture}).
+L{revproxy.etcd.client.EtcdClient} against a real etcd (see C{etcd_fixture}).
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from twisted.internet import defer, reactor, task
 from twisted.internet.tcp import Client as TCPClient
 from twisted.web.client import Agent, HTTPConnectionPool
 
-from revproxy.etcd.client import (
+from revproxy.etcd.client import EtcdClient
+from revproxy.etcd.types import (
     Delete,
     EndReason,
-    EtcdClient,
     EventType,
     ModRevisionIs,
     Put,

@@ -28,7 +28,7 @@ from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.protocols import portforward
 
-from revproxy.etcd.client import EtcdError, EtcdUnavailable
+from revproxy.etcd.types import EtcdError, EtcdUnavailable
 from tests.integration import test_proxy
 from tests.integration.etcd_fixture import EtcdCluster, EtcdMember
 from tests.integration.test_etcd_adapter import Connected

@@ -13,7 +13,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from revproxy.ops.admin import AdminResource, ProxyCollector
-from revproxy.etcd.client import MemoryRouteStore
+from revproxy.etcd.memory import MemoryRouteStore
 from revproxy.ops.metrics import BUCKETS, ProxyMetrics
 from revproxy.routing.resolver import RouteResolver
 from revproxy.etcd.sync import EtcdRouteSync

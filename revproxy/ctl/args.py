@@ -1,0 +1,283 @@
+# -*- test-case-name: tests.ctl.test_args -*-
+"""
+The command line of C{revproxyctl}: its options (L{buildParser}), their
+validation into a L{Config} (L{parseArgs}, with the proxy's own parsers of
+L{revproxy.config} and L{revproxy.routing}), the L{UsageError} that ends a
+command before any I/O, and the exit statuses.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import NoReturn, TypeVar
+
+from revproxy.config import (
+    ConfigError,
+    parseEtcdEndpoints,
+    parseKeyPrefix,
+    parsePositiveCount,
+    parseSeconds,
+)
+from revproxy.routing import RouteError, Upstream, parseHostPattern, parseUpstream
+
+__all__ = [
+    "buildParser",
+    "Config",
+    "DEFAULT_ETCD",
+    "DEFAULT_MAX_TXN_OPS",
+    "DEFAULT_PREFIX",
+    "DEFAULT_TIMEOUT",
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "parseArgs",
+    "parseEndpoints",
+    "parsePrefix",
+    "PROG",
+    "UsageError",
+]
+
+
+PROG = "revproxyctl"
+DEFAULT_ETCD = "http://127.0.0.1:2379"
+DEFAULT_PREFIX = "/hosts/"
+DEFAULT_TIMEOUT = 5.0
+#: etcd's default C{--max-txn-ops}.
+DEFAULT_MAX_TXN_OPS = 128
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(Exception):
+    """
+    Bad arguments or input: exit status 2, nothing written.  The message is
+    one line.
+    """
+
+
+@dataclass(frozen=True)
+class Config:
+    """
+    A parsed, validated command line.
+    """
+
+    command: str
+    endpoints: tuple[str, ...] = (DEFAULT_ETCD,)
+    prefix: str = DEFAULT_PREFIX
+    timeout: float = DEFAULT_TIMEOUT
+    maxTxnOps: int = DEFAULT_MAX_TXN_OPS
+    host: str | None = None
+    upstreams: tuple[Upstream, ...] = ()
+    weight: int | None = None
+    json: bool = False
+    file: str | None = None
+    dryRun: bool = False
+    replace: bool = False
+
+
+class _Parser(argparse.ArgumentParser):
+    """
+    An argument parser that raises L{UsageError} instead of exiting, so that
+    errors are one line and parsing is testable.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def buildParser() -> argparse.ArgumentParser:
+    """
+    The argument parser.  The global options are accepted before or after
+    the subcommand.
+    """
+    common = _Parser(add_help=False)
+    # SUPPRESS: an option given before the subcommand is not overwritten by
+    # the subparser's default.
+    common.add_argument(
+        "--etcd",
+        metavar="URLS",
+        default=argparse.SUPPRESS,
+        help="etcd endpoints, URL[,URL...] (default: $REVPROXY_ETCD, else "
+        f"{DEFAULT_ETCD})",
+    )
+    common.add_argument(
+        "--prefix",
+        metavar="P",
+        default=argparse.SUPPRESS,
+        help=f"etcd key prefix of the routes (default: $REVPROXY_PREFIX, else "
+        f"{DEFAULT_PREFIX})",
+    )
+    common.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        default=argparse.SUPPRESS,
+        help=f"seconds an etcd request may take (default: {DEFAULT_TIMEOUT:g})",
+    )
+    common.add_argument(
+        "--max-txn-ops",
+        metavar="N",
+        default=argparse.SUPPRESS,
+        help="the operations etcd allows in one transaction: its own "
+        f"--max-txn-ops (default: {DEFAULT_MAX_TXN_OPS})",
+    )
+
+    parser = _Parser(
+        prog=PROG,
+        parents=[common],
+        description="Manage revproxy's routes in etcd.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = sub.add_parser(
+            name, parents=[common], help=help, description=help
+        )
+        return p
+
+    add = command("add", "Add upstreams to a host (an existing upstream is kept).")
+    add.add_argument("host", metavar="HOST")
+    add.add_argument("upstreams", metavar="UPSTREAM", nargs="+")
+    add.add_argument(
+        "--weight", metavar="N", help="weight of the upstreams (sets it if they exist)"
+    )
+
+    rm = command("rm", "Remove upstreams from a host, or the whole host.")
+    rm.add_argument("host", metavar="HOST")
+    rm.add_argument("upstreams", metavar="UPSTREAM", nargs="*")
+
+    ls = command("ls", "List the routes, or the routes of one host.")
+    ls.add_argument("host", metavar="HOST", nargs="?")
+    ls.add_argument("--json", action="store_true", help="print the export format")
+
+    command("watch", "Print route changes as they happen, until interrupted.")
+    command("export", "Print every route as a JSON document for import.")
+
+    imp = command("import", "Set the routes of the hosts in a JSON document.")
+    imp.add_argument("file", metavar="FILE", help="the document, or - for stdin")
+    imp.add_argument(
+        "--dry-run", action="store_true", help="print the changes; write nothing"
+    )
+    imp.add_argument(
+        "--replace", action="store_true", help="also remove the hosts not in FILE"
+    )
+    return parser
+
+
+_T = TypeVar("_T")
+
+
+def _value(source: str, parse: Callable[[str], _T], text: str) -> _T:
+    """
+    Parse a value with one of L{revproxy.config}'s parsers, the proxy's own.
+
+    @param source: what to call the value in a message (an option such as
+        C{--etcd}, or a variable such as C{$REVPROXY_ETCD}).
+    @raise UsageError: naming C{source}.
+    """
+    try:
+        return parse(text)
+    except ConfigError as e:
+        raise UsageError(f"{source}: {e}") from None
+
+
+def parseEndpoints(text: str, source: str) -> tuple[str, ...]:
+    """
+    Validate etcd endpoints as the proxy's C{--etcd} does.
+
+    @param source: what to call the value in a message (C{--etcd} or
+        C{$REVPROXY_ETCD}).
+    """
+    return tuple(_value(source, parseEtcdEndpoints, text))
+
+
+def parsePrefix(text: str, source: str) -> str:
+    """
+    Validate a key prefix as the proxy does: it starts with C{/}; a C{/} is
+    added at the end if missing.
+    """
+    return _value(source, parseKeyPrefix, text)
+
+
+def _host(text: str) -> str:
+    try:
+        return parseHostPattern(text)
+    except RouteError as e:
+        raise UsageError(str(e)) from None
+
+
+def _upstreams(texts: Sequence[str], weight: int, host: str) -> tuple[Upstream, ...]:
+    upstreams: list[Upstream] = []
+    for text in texts:
+        try:
+            upstream = parseUpstream(text, weight)
+        except RouteError as e:
+            raise UsageError(str(e)) from None
+        if upstream in upstreams:
+            raise UsageError(f"host {host!r}: upstream {upstream} is listed twice")
+        upstreams.append(upstream)
+    return tuple(upstreams)
+
+
+def parseArgs(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
+    """
+    Parse and validate a command line; C{environ} supplies
+    C{REVPROXY_ETCD} and C{REVPROXY_PREFIX} for absent options.
+
+    @raise UsageError: for anything wrong, hosts and upstreams included.
+    """
+    ns = buildParser().parse_args(list(argv))
+    opts = vars(ns)
+    if "etcd" in opts:
+        endpoints = parseEndpoints(opts["etcd"], "--etcd")
+    elif environ.get("REVPROXY_ETCD"):
+        endpoints = parseEndpoints(environ["REVPROXY_ETCD"], "$REVPROXY_ETCD")
+    else:
+        endpoints = (DEFAULT_ETCD,)
+    if "prefix" in opts:
+        prefix = parsePrefix(opts["prefix"], "--prefix")
+    elif environ.get("REVPROXY_PREFIX"):
+        prefix = parsePrefix(environ["REVPROXY_PREFIX"], "$REVPROXY_PREFIX")
+    else:
+        prefix = DEFAULT_PREFIX
+    timeout = (
+        _value("--timeout", parseSeconds, opts["timeout"])
+        if "timeout" in opts
+        else DEFAULT_TIMEOUT
+    )
+    maxTxnOps = (
+        _value("--max-txn-ops", parsePositiveCount, opts["max_txn_ops"])
+        if "max_txn_ops" in opts
+        else DEFAULT_MAX_TXN_OPS
+    )
+    command: str = ns.command
+    host = _host(ns.host) if getattr(ns, "host", None) is not None else None
+    weight = None
+    upstreams: tuple[Upstream, ...] = ()
+    if command == "add":
+        if ns.weight is not None:
+            weight = _value("--weight", parsePositiveCount, ns.weight)
+        assert host is not None
+        upstreams = _upstreams(ns.upstreams, weight or 1, host)
+    elif command == "rm":
+        assert host is not None
+        upstreams = _upstreams(ns.upstreams, 1, host)
+    return Config(
+        command=command,
+        endpoints=endpoints,
+        prefix=prefix,
+        timeout=timeout,
+        maxTxnOps=maxTxnOps,
+        host=host,
+        upstreams=upstreams,
+        weight=weight,
+        json=bool(getattr(ns, "json", False)),
+        file=getattr(ns, "file", None),
+        dryRun=bool(getattr(ns, "dry_run", False)),
+        replace=bool(getattr(ns, "replace", False)),
+    )
