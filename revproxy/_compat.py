@@ -22,6 +22,7 @@ from twisted.python.failure import Failure
 
 __all__ = [
     "clearExitSignal",
+    "quietHTTPConnectionPool",
     "publisherObservers",
     "waitingProcessMonitor",
 ]
@@ -60,6 +61,25 @@ def publisherObservers(publisher: LogPublisher) -> list[ILogObserver]:
     """
     observers: list[ILogObserver] = list(publisher._observers)
     return observers
+
+
+def quietHTTPConnectionPool(reactor: Any) -> Any:
+    """
+    A persistent L{HTTPConnectionPool} whose connection factories do not log
+    "Starting factory" and "Stopping factory" for every connection, as the
+    etcd client's would on each request.
+
+    Private name: C{HTTPConnectionPool._factory}, the factory class the pool
+    makes per connection; the pool offers no public way to make it quiet.
+    """
+    from twisted.web.client import HTTPConnectionPool
+
+    class QuietFactory(HTTPConnectionPool._factory):  # type: ignore[name-defined,misc,valid-type]
+        noisy = False
+
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool._factory = QuietFactory
+    return pool
 
 
 def waitingProcessMonitor() -> type[Any]:
@@ -126,7 +146,6 @@ _WaitingProcessMonitor: type[Any] | None = None
 # numpy), and revproxy.tap, which twistd imports to list its plugins, must
 # stay quick to import.  Only revproxy.etcd.client calls these.
 
-from typing import Any  # noqa: E402  (this section's own imports)
 
 __all__ += [
     "etcdDeleteRequest",

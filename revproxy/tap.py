@@ -339,51 +339,18 @@ def _etcdServices(options: Options | dict[str, Any], resolver: RouteResolver,
     """
     The etcd client and the route sync that feeds C{resolver}.
     """
-    # Imported here: the adapter imports txaioetcd, which is slow to import,
-    # and only an --etcd proxy needs it.
-    from treq.client import HTTPClient
-    from twisted.web.client import Agent, HTTPConnectionPool
+    from revproxy.etcd.http import etcdRouteService
 
-    from revproxy.etcd.client import EtcdClient
-    from revproxy.etcd.sync import EtcdRouteSync
-
-    class QuietPool(HTTPConnectionPool):
-        class _factory(HTTPConnectionPool._factory):  # type: ignore[name-defined,misc,valid-type]
-            noisy = False
-
-    pool = QuietPool(reactor, persistent=True)
-    agent = Agent(reactor, connectTimeout=options["etcd-timeout"], pool=pool)
-    store = EtcdClient(
-        reactor, options["etcd"], HTTPClient(agent), timeout=options["etcd-timeout"]
-    )
-    services = MultiService()
-    services.setName("etcd")
-    _ConnectionPoolCloser(pool).setServiceParent(services)
-    EtcdRouteSync(
-        store,
+    return etcdRouteService(
+        reactor,
+        options["etcd"],
         resolver,
         options["prefix"],
-        reactor,
+        timeout=options["etcd-timeout"],
         backoffInitial=options["etcd-backoff"],
         backoffMax=options["etcd-backoff-max"],
         probeInterval=options["etcd-probe-interval"],
-    ).setServiceParent(services)
-    return services
-
-
-class _ConnectionPoolCloser(Service):
-    """
-    Closes the etcd client's idle connections on shutdown.
-    """
-
-    name = "etcd-connections"
-
-    def __init__(self, pool: Any) -> None:
-        self._pool = pool
-
-    def stopService(self) -> Any:
-        super().stopService()
-        return self._pool.closeCachedConnections()
+    )
 
 
 def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IService:

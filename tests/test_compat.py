@@ -13,7 +13,12 @@ from twisted.logger import LogPublisher
 from twisted.runner.test.test_procmon import DummyProcessReactor
 from twisted.trial.unittest import SynchronousTestCase
 
-from revproxy._compat import clearExitSignal, publisherObservers, waitingProcessMonitor
+from revproxy._compat import (
+    clearExitSignal,
+    publisherObservers,
+    quietHTTPConnectionPool,
+    waitingProcessMonitor,
+)
 
 
 class _Signalled:
@@ -86,6 +91,24 @@ class TwistedPrivatesTests(SynchronousTestCase):
         reactor.advance(1)
         self.successResultOf(d)
         self.assertIs(waitingProcessMonitor(), waitingProcessMonitor())
+
+    def test_quietConnectionPool(self) -> None:
+        """
+        The HTTP connection pool makes its connections with the factory
+        class in C{_factory}, which quietHTTPConnectionPool replaces with a
+        quiet one; the pool is persistent.
+        """
+        from twisted.internet.protocol import Factory
+        from twisted.internet.testing import MemoryReactorClock
+        from twisted.web.client import HTTPConnectionPool
+
+        self.assertTrue(issubclass(HTTPConnectionPool._factory, Factory))
+        self.assertIn("self._factory", inspect.getsource(HTTPConnectionPool._newConnection))
+        pool = quietHTTPConnectionPool(MemoryReactorClock())
+        self.assertIsInstance(pool, HTTPConnectionPool)
+        self.assertTrue(pool.persistent)
+        self.assertFalse(pool._factory.noisy)
+        self.assertTrue(issubclass(pool._factory, HTTPConnectionPool._factory))
 
 
 class EtcdLibraryPrivatesTests(SynchronousTestCase):

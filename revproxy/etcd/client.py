@@ -75,14 +75,14 @@ from typing import Any, cast
 import txaioetcd  # type: ignore[import-untyped]
 from treq import content
 from treq.client import HTTPClient
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import (
     ConnectError,
     ConnectingCancelledError,
     ConnectionLost,
     DNSLookupError,
 )
-from twisted.internet.interfaces import IConsumer, IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import (
@@ -91,7 +91,7 @@ from twisted.web.client import (
     ResponseNeverReceived,
 )
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IBodyProducer, IResponse
+from twisted.web.iweb import IResponse
 from zope.interface import implementer
 
 from revproxy._compat import (
@@ -106,6 +106,7 @@ from revproxy._compat import (
     parseEtcdStatus,
 )
 from revproxy.etcd.decoder import parseUnaryAnswer
+from revproxy.etcd.http import BytesProducer, Timeout, wasCancelled
 from revproxy.etcd.types import (
     Comparison,
     Delete,
@@ -166,56 +167,6 @@ _MAYBE_SENT = (
 )
 
 
-@implementer(IBodyProducer)
-class _BytesProducer:
-    """
-    A request body written at once, with no cooperator and no reactor.
-    """
-
-    def __init__(self, body: bytes) -> None:
-        self._body = body
-        self.length = len(body)
-
-    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
-        consumer.write(self._body)
-        return succeed(None)
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
-
-
-def _wasCancelled(exc: BaseException) -> bool:
-    if isinstance(exc, CancelledError):
-        return True
-    reasons = getattr(exc, "reasons", None) or []
-    return any(isinstance(r, Failure) and r.check(CancelledError) for r in reasons)
-
-
-class _Timeout:
-    """
-    Cancel a Deferred after C{seconds} on C{reactor}, remembering that it did.
-    """
-
-    def __init__(self, reactor: IReactorTime, seconds: float, d: Deferred[Any]) -> None:
-        self.fired = False
-
-        def expire() -> None:
-            self.fired = True
-            d.cancel()
-
-        self._call: IDelayedCall = reactor.callLater(seconds, expire)
-
-    def stop(self) -> None:
-        if self._call.active():
-            self._call.cancel()
-
-
 @implementer(IRouteStore)
 class EtcdClient:
     """
@@ -271,7 +222,7 @@ class EtcdClient:
             "Deferred[IResponse]",
             self._http.post(
                 url,
-                data=_BytesProducer(json.dumps(body, separators=(",", ":")).encode()),
+                data=BytesProducer(json.dumps(body, separators=(",", ":")).encode()),
                 headers=Headers(_WATCH_HEADERS if stream else _HEADERS),
                 unbuffered=stream,
                 reactor=self._reactor,  # type: ignore[arg-type]
@@ -365,7 +316,7 @@ class EtcdClient:
             attempt = Deferred.fromCoroutine(
                 self._attempt(endpoint, method, body, stream)
             )
-            timeout = _Timeout(self._reactor, self._timeout, attempt)
+            timeout = Timeout(self._reactor, self._timeout, attempt)
             try:
                 return await attempt
             except Exception as e:
@@ -374,7 +325,7 @@ class EtcdClient:
                 if timeout.fired:
                     problem = EtcdTimeout(f"no answer within {self._timeout}s")
                     sent = True
-                elif _wasCancelled(e) or isinstance(e, ConnectingCancelledError):
+                elif wasCancelled(e) or isinstance(e, ConnectingCancelledError):
                     # Our caller cancelled the request.
                     raise CancelledError() from e
                 elif isinstance(e, _NOT_SENT):

@@ -6,7 +6,6 @@ drain timeout, and deliver their responses before the process exits.
 
 from __future__ import annotations
 
-from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
