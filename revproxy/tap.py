@@ -34,7 +34,7 @@ from revproxy.routing import (
     parseUpstream,
 )
 from revproxy.http.server import ProxySite
-from revproxy.upstream.connection import UpstreamPool
+from revproxy.upstream.pool import UpstreamPool
 
 __all__ = ["Options", "makeService", "Listener"]
 

@@ -33,7 +33,8 @@ from revproxy.ops.metrics import ProxyMetrics
 from revproxy.routing.resolver import NoRouteTable, RouteResolver
 from revproxy.routing import HostRoute, Upstream, normalizeRequestHost
 from revproxy.http.server import ProxyRequest
-from revproxy.upstream.connection import UpstreamConnection, UpstreamPool
+from revproxy.upstream.connection import UpstreamConnection
+from revproxy.upstream.pool import UpstreamPool
 
 __all__ = ["RoutingProxyResource", "HOP_BY_HOP", "joinPath"]
 
@@ -235,7 +236,7 @@ def _respond(request: Request, code: int, message: bytes, date: bytes) -> None:
 class _Forward:
     """
     One client request on its way to an upstream and its response on the
-    way back.  It is the L{revproxy.upstream.Exchange} of the upstream
+    way back.  It is the L{revproxy.upstream.connection.ResponseReceiver} of the upstream
     connection and the push producer of the client's response.
     """
 

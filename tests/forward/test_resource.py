@@ -18,7 +18,8 @@ from revproxy.forward.resource import RoutingProxyResource, _originForm, joinPat
 from revproxy.routing.resolver import RouteResolver
 from revproxy.routing import RouteTable, parseUpstream
 from revproxy.http.server import ProxySite
-from revproxy.upstream.connection import UpstreamConnection, UpstreamPool
+from revproxy.upstream.connection import UpstreamConnection
+from revproxy.upstream.pool import UpstreamPool
 from tests.fakes import AbortableTransport, FakeEndpoint
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nDate: upstream-date\r\n\r\nhello"
