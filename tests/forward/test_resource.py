@@ -14,7 +14,8 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.proxy import ReverseProxyResource
 
-from revproxy.forward.resource import RoutingProxyResource, _originForm, joinPath
+from revproxy.forward.resource import RoutingProxyResource
+from revproxy.http.headers import joinPath, originForm
 from revproxy.routing.resolver import RouteResolver
 from revproxy.routing import RouteTable, parseUpstream
 from revproxy.http.server import ProxySite
@@ -581,11 +582,11 @@ class PathTests(SynchronousTestCase):
         for base, target, expected in cases:
             self.assertEqual(joinPath(base, target), expected, (base, target))
 
-    def test_originForm(self) -> None:
+    def testoriginForm(self) -> None:
         """
         Absolute-form targets are reduced to their path and query.
         """
-        self.assertEqual(_originForm(b"/a?b"), b"/a?b")
-        self.assertEqual(_originForm(b"http://h:1/a?b"), b"/a?b")
-        self.assertEqual(_originForm(b"http://h"), b"/")
-        self.assertEqual(_originForm(b"http://h?x=1"), b"/?x=1")
+        self.assertEqual(originForm(b"/a?b"), b"/a?b")
+        self.assertEqual(originForm(b"http://h:1/a?b"), b"/a?b")
+        self.assertEqual(originForm(b"http://h"), b"/")
+        self.assertEqual(originForm(b"http://h?x=1"), b"/?x=1")

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from revproxy.routing.balancing import RoundRobin
+from revproxy.routing.balancing import roundRobin
 from revproxy.routing import (
     HostRoute,
     RouteError,
@@ -270,7 +270,7 @@ class RouteTableTests(SynchronousTestCase):
     def test_withChanges(self) -> None:
         """
         C{withChanges} returns a new table, leaves the old one alone, keeps
-        the route object (and balancer) of unchanged hosts and removes hosts
+        the route object (and so its runtime state) of unchanged hosts and removes hosts
         mapped to nothing.
         """
         old = _table("a.com", "b.com", "c.com")
@@ -328,4 +328,4 @@ class RouteTableTests(SynchronousTestCase):
         """
         A route needs at least one upstream.
         """
-        self.assertRaises(RouteError, HostRoute, "a.com", (), RoundRobin())
+        self.assertRaises(RouteError, HostRoute, "a.com", (), roundRobin)
