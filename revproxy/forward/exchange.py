@@ -43,7 +43,7 @@ from revproxy.http.headers import (
 from revproxy.http.server import ProxyRequest
 from revproxy.routing import HostRoute, Upstream
 from revproxy.upstream.connection import UpstreamConnection
-from revproxy.upstream.state import HostState, UpstreamState
+from revproxy.upstream.state import UP, HostState, UpstreamState
 
 if TYPE_CHECKING:
     from revproxy.forward.resource import RoutingProxyResource
@@ -156,20 +156,11 @@ class Exchange:
         """
         Let the host's policy choose among all its upstreams, and connect.
         """
-        self._use(self._host.pick())
-        self.connect(fresh=False)
-
-    def _use(self, state: UpstreamState) -> None:
-        self._state = state
+        state = self._state = self._host.pick()
         self._upstream = state.upstream
         state.inflight += 1
+        self.connect(fresh=False)
 
-    def _release(self) -> UpstreamState | None:
-        state = self._state
-        if state is not None:
-            self._state = None
-            state.inflight -= 1
-        return state
 
     # -- 2. connect --------------------------------------------------------
 
@@ -206,8 +197,10 @@ class Exchange:
             host=self._route.host,
             error=reason.getErrorMessage(),
         )
-        state = self._release()
+        state = self._state
         assert state is not None
+        self._state = None
+        state.inflight -= 1
         state.failed(self._resource.reactor.seconds())
         tried = self._tried
         if tried is None:
@@ -216,7 +209,9 @@ class Exchange:
         # Nothing was sent, so any method can go to the next upstream.
         left = self._resource.retry.failover(self._host.states, tried)
         if left:
-            self._use(self._host.pickFrom(left))
+            state = self._state = self._host.pickFrom(left)
+            self._upstream = state.upstream
+            state.inflight += 1
             self.connect(fresh=False)
             return
         self.fail(502, b"no upstream for this host could be reached")
@@ -322,8 +317,9 @@ class Exchange:
                 request.unregisterProducer()
         if self._done:
             return
-        if self._state is not None:
-            self._state.succeeded()
+        state = self._state
+        if state is not None and (state.consecutiveFailures or state.health is not UP):
+            state.succeeded()
         # Finish the response before accounting for it: the end of the last
         # request in flight lets a drain close the client connections.
         request.finish()
@@ -391,7 +387,10 @@ class Exchange:
         count.
         """
         self._done = True
-        self._release()
+        state = self._state
+        if state is not None:
+            self._state = None
+            state.inflight -= 1
         request = self._request
         if isinstance(request, ProxyRequest):
             request.watcher = None
