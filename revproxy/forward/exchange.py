@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING
 
+from twisted.internet.defer import CancelledError
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -201,7 +202,10 @@ class Exchange:
         assert state is not None
         self._state = None
         state.inflight -= 1
-        state.failed(self._resource.reactor.seconds())
+        if not reason.check(CancelledError):
+            # A cancelled attempt (the client went away) says nothing about
+            # the upstream.
+            state.failed(self._resource.reactor.seconds())
         tried = self._tried
         if tried is None:
             tried = self._tried = []

@@ -111,6 +111,18 @@ class InflightTests(SynchronousTestCase):
         self.assertEqual(state.inflight, 0)
         self.assertEqual(state.consecutiveFailures, 0)
 
+    def test_clientDisconnectWhileConnecting(self) -> None:
+        """
+        A client that goes away while the connection is being made ends the
+        in-flight counts without marking any upstream failed.
+        """
+        h = ProxyHarness({"a.com": ["10.0.0.1:1", "10.0.0.2:2"]})
+        first, second = _state(h, "10.0.0.1:1"), _state(h, "10.0.0.2:2")
+        channel, _ = h.client(_get())
+        channel.connectionLost(Failure(ConnectionDone()))  # type: ignore[attr-defined]
+        self.assertEqual((first.inflight, second.inflight), (0, 0))
+        self.assertEqual((first.consecutiveFailures, second.consecutiveFailures), (0, 0))
+
     def test_failover(self) -> None:
         """
         A refused connection moves the request, and its in-flight count, to
