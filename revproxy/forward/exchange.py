@@ -162,7 +162,6 @@ class Exchange:
         state.inflight += 1
         self.connect(fresh=False)
 
-
     # -- 2. connect --------------------------------------------------------
 
     def connect(self, fresh: bool) -> None:

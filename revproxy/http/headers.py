@@ -51,10 +51,6 @@ REQUEST_DROP = HOP_BY_HOP | {
 RESPONSE_DROP = HOP_BY_HOP
 """Response fields that never reach the client."""
 
-_PROTO_HTTPS = b"X-Forwarded-Proto: https\r\n"
-_PROTO_HTTP = b"X-Forwarded-Proto: http\r\n"
-
-
 def connectionTokens(values: Sequence[bytes] | None) -> frozenset[bytes]:
     """
     The lower-cased field names listed in C{Connection} header values.
@@ -99,7 +95,11 @@ def forwardedHeaderLines(request: Request, rawHost: bytes) -> list[bytes]:
         append(b"X-Forwarded-For: " + b", ".join(forwardedFor) + b"\r\n")
     if rawHost:
         append(b"X-Forwarded-Host: " + rawHost + b"\r\n")
-    append(_PROTO_HTTPS if request.isSecure() else _PROTO_HTTP)
+    append(
+        b"X-Forwarded-Proto: https\r\n"
+        if request.isSecure()
+        else b"X-Forwarded-Proto: http\r\n"
+    )
     return lines
 
 
