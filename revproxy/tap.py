@@ -28,7 +28,7 @@ from revproxy.config import (
     parseSeconds,
 )
 from revproxy.ops.accesslog import AccessLogger
-from revproxy.routing.balancing import POLICIES, policyFactory
+from revproxy.routing.balancing import POLICIES, policyNamed
 from revproxy.ops.drain import DrainService
 from revproxy.ops.logs import LOG_FORMATS, JSONLogging
 from revproxy.ops.metrics import ProxyMetrics
@@ -42,7 +42,8 @@ from revproxy.routing import (
     parseUpstream,
 )
 from revproxy.http.server import ProxySite
-from revproxy.upstream.connection import UpstreamPool
+from revproxy.upstream.pool import UpstreamPool
+from revproxy.upstream.state import UpstreamStates
 
 __all__ = ["Options", "makeService", "Listener"]
 
@@ -365,15 +366,17 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
     root = MultiService()
     if options.get("log-format") == "json":  # first, so all the tree logs is JSON
         JSONLogging().setServiceParent(root)
-    balancer = policyFactory(options["balance"])
+    policy = policyNamed(options["balance"])
     if options["etcd"]:
         # No table until etcd answers: every request gets a 503 until then.
-        resolver = RouteResolver(None, balancer)
+        resolver = RouteResolver(None, policy)
     else:
         resolver = RouteResolver(
-            RouteTable.fromMapping(options["routes"], balancer), balancer
+            RouteTable.fromMapping(options["routes"], policy), policy
         )
     resolver.setServiceParent(root)
+    states = UpstreamStates()
+    resolver.addObserver(states)
     sync = None
     if options.get("embedded-etcd"):
         from revproxy.etcd.embedded import EmbeddedEtcd
@@ -399,6 +402,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         responseTimeout=options["timeout"],
         accessLog=None if options["no-access-log"] else AccessLogger(reactor),
         metrics=ProxyMetrics() if options["admin"] else None,
+        states=states,
     )
     site = ProxySite(resource, reactor=reactor)
     site.timeOut = options["idle-timeout"]

@@ -1,6 +1,6 @@
 """
 Test doubles shared by the unit tests: an endpoint whose connections the
-test completes or fails by hand, and an exchange that records what it is
+test completes or fails by hand, and a response receiver that records what it is
 told.
 """
 
@@ -72,9 +72,9 @@ class FakeEndpoint:
         d.errback(Failure(ConnectionRefusedError("refused")))
 
 
-class RecordingExchange:
+class RecordingReceiver:
     """
-    An L{revproxy.upstream.Exchange} that records every call.
+    A L{revproxy.upstream.connection.ResponseReceiver} that records every call.
     """
 
     def __init__(self) -> None:

@@ -12,7 +12,7 @@ from twisted.plugin import getPlugins
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
-from revproxy.routing.balancing import RandomChoice, RoundRobin
+from revproxy.routing.balancing import randomChoice, roundRobin
 from revproxy.routing.resolver import RouteResolver
 from revproxy.routing import Upstream
 from revproxy.tap import Options, makeService
@@ -211,12 +211,12 @@ class MakeServiceTests(SynchronousTestCase):
 
     def test_balance(self) -> None:
         """
-        --balance picks the policy of every host's balancer.
+        --balance picks the policy of every host's route.
         """
-        for name, cls in [("round-robin", RoundRobin), ("random", RandomChoice)]:
+        for name, policy in [("round-robin", roundRobin), ("random", randomChoice)]:
             service, _ = self._service("--route", "a=h:1", "--balance", name)
             table = service.getServiceNamed("route-resolver").table  # type: ignore[attr-defined]
-            self.assertIsInstance(table.routes["a"].balancer, cls)
+            self.assertIs(table.routes["a"].policy, policy)
 
 
 class PluginTests(SynchronousTestCase):

@@ -34,7 +34,8 @@ def _quote(value: bytes | None) -> str:
 
 class AccessLogger:
     """
-    Emits the access log event of a finished request.
+    Emits the access log event of a finished request: an
+    L{revproxy.forward.reporting.AccessLog}.
     """
 
     def __init__(self, clock: IReactorTime, logger: Logger | None = None) -> None:

@@ -31,6 +31,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
+from revproxy.forward.reporting import RequestMetrics
 from revproxy.ops.metrics import BUCKETS, ProxyMetrics
 from revproxy.routing.resolver import RouteResolver
 
@@ -169,15 +170,18 @@ class ProxyCollector(Collector):
     """
     A Prometheus collector over a proxy's state.
 
-    @param metrics: the request counters.
+    @param metrics: the request counters: the resource's metrics, which
+        must be a L{ProxyMetrics}.
     @param resource: the proxy resource (its C{inflight}).
     @param pool: the upstream pool (idle and busy connections).
     @param sync: the etcd route sync, or L{None} without etcd.
     """
 
     def __init__(
-        self, metrics: ProxyMetrics, resource: Any, pool: Any, sync: Any = None
+        self, metrics: RequestMetrics | None, resource: Any, pool: Any, sync: Any = None
     ) -> None:
+        if not isinstance(metrics, ProxyMetrics):
+            raise TypeError(f"ProxyCollector reads a ProxyMetrics, not {metrics!r}")
         self._metrics = metrics
         self._resource = resource
         self._pool = pool

@@ -24,7 +24,8 @@ _CLASSES = ("1xx", "1xx", "2xx", "3xx", "4xx", "5xx")
 
 class ProxyMetrics:
     """
-    The counters the proxy updates for every request.
+    The counters the proxy updates for every request: the
+    L{revproxy.forward.reporting.RequestMetrics} of the proxy resource.
 
     @ivar requests: request counts by (host pattern, status class,
         upstream); host and upstream are C{""} for requests that were not

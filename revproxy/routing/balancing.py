@@ -2,81 +2,102 @@
 """
 Balancing policies: which of a host's upstreams gets the next request.
 
-A policy is a small object with one method, L{Balancer.pick}.  Each host in
-the route table gets its own instance, so that round robin alternates per
-host.  Randomness is passed in, never taken from the global L{random} state,
-so tests can fix it.
+A policy is a pure function of the candidates (each an upstream with its
+runtime state, as L{UpstreamLoad} describes what a policy may read), the
+host's turn (how many picks the host has made before this one) and a
+random source.  The mutable parts, the turn and the runtime state, live in
+L{revproxy.upstream.state}; randomness is passed in, never taken from the
+global L{random} state, so tests can fix it.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from revproxy.routing.address import Upstream
 
-__all__ = ["Balancer", "RoundRobin", "RandomChoice", "POLICIES", "policyFactory"]
+__all__ = [
+    "UpstreamLoad",
+    "Policy",
+    "roundRobin",
+    "randomChoice",
+    "POLICIES",
+    "policyNamed",
+]
 
 
-class Balancer(Protocol):
+class UpstreamLoad(Protocol):
     """
-    Chooses one upstream out of a non-empty sequence.
+    What a policy may read of one candidate: the upstream and its runtime
+    state.  L{revproxy.upstream.state.UpstreamState} provides it.
     """
 
-    def pick(self, upstreams: Sequence[Upstream]) -> Upstream:
+    @property
+    def upstream(self) -> Upstream:
         """
-        Return one element of C{upstreams}, which is never empty.
+        The upstream's configuration.
+        """
+
+    @property
+    def inflight(self) -> int:
+        """
+        How many requests are assigned to the upstream now.
+        """
+
+    @property
+    def ejectedUntil(self) -> float:
+        """
+        Until when (seconds, on the proxy's clock) the upstream is ejected
+        from balancing; 0 if it is not.
         """
 
 
-class RoundRobin:
+L = TypeVar("L", bound=UpstreamLoad)
+
+
+class Policy(Protocol):
     """
-    Each call picks the next upstream in order, wrapping around.
-    """
-
-    __slots__ = ("_next",)
-
-    def __init__(self) -> None:
-        self._next = 0
-
-    def pick(self, upstreams: Sequence[Upstream]) -> Upstream:
-        n = self._next
-        self._next = n + 1
-        return upstreams[n % len(upstreams)]
-
-
-class RandomChoice:
-    """
-    Each call picks an upstream uniformly at random.
+    Chooses one candidate out of a non-empty sequence.
     """
 
-    __slots__ = ("_choice",)
+    def __call__(self, candidates: Sequence[L], turn: int, rng: random.Random) -> L:
+        """
+        Return one element of C{candidates}, which is never empty.  C{turn}
+        counts the host's earlier picks; C{rng} is the random source.
+        """
 
-    def __init__(self, rng: random.Random) -> None:
-        self._choice = rng.choice
 
-    def pick(self, upstreams: Sequence[Upstream]) -> Upstream:
-        return self._choice(upstreams)
+def roundRobin(candidates: Sequence[L], turn: int, rng: random.Random) -> L:
+    """
+    Each turn picks the next candidate in order, wrapping around.
+    """
+    return candidates[turn % len(candidates)]
+
+
+def randomChoice(candidates: Sequence[L], turn: int, rng: random.Random) -> L:
+    """
+    Each turn picks a candidate uniformly at random.
+    """
+    return rng.choice(candidates)
 
 
 POLICIES = ("round-robin", "random")
 
+_BY_NAME: dict[str, Policy] = {"round-robin": roundRobin, "random": randomChoice}
 
-def policyFactory(
-    name: str, rng: random.Random | None = None
-) -> Callable[[], Balancer]:
+
+def policyNamed(name: str) -> Policy:
     """
-    Return a factory that makes one balancer of the named policy per host.
+    The policy called C{name} on the command line.
 
     @raise ValueError: for an unknown policy name.
     """
-    if name == "round-robin":
-        return RoundRobin
-    if name == "random":
-        shared = rng if rng is not None else random.Random()
-        return lambda: RandomChoice(shared)
-    raise ValueError(
-        f"unknown balancing policy {name!r} (choose from {', '.join(POLICIES)})"
-    )
+    policy = _BY_NAME.get(name)
+    if policy is None:
+        raise ValueError(
+            f"unknown balancing policy {name!r} (choose from {', '.join(POLICIES)})"
+        )
+    return policy

@@ -7,20 +7,27 @@ The table is immutable and swapped whole (L{RouteResolver.replace},
 L{RouteResolver.apply}), so a request always sees one consistent table.
 Route sources, the static C{--route} options today and the etcd sync next,
 feed the resolver through these two methods.
+
+Observers (L{RouteObserver}, e.g. the registry of upstream runtime state)
+hear of every swap as the routes that left and the routes that came: for a
+table made from the current one by L{RouteTable.withChanges}, only the
+changed hosts are looked at, so an etcd event costs the same with ten or
+ten thousand hosts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 from twisted.application.service import Service
 from twisted.logger import Logger
 
-from revproxy.routing.balancing import RoundRobin
 from revproxy.routing.address import Upstream
-from revproxy.routing.table import BalancerFactory, HostRoute, RouteTable
+from revproxy.routing.balancing import Policy, roundRobin
+from revproxy.routing.table import HostRoute, RouteTable
 
-__all__ = ["RouteResolver", "NoRouteTable"]
+__all__ = ["RouteResolver", "RouteObserver", "NoRouteTable"]
 
 log = Logger()
 
@@ -31,13 +38,27 @@ class NoRouteTable(Exception):
     """
 
 
+class RouteObserver(Protocol):
+    """
+    Told of every change of the routes a L{RouteResolver} serves.
+    """
+
+    def routesChanged(
+        self, removed: Sequence[HostRoute], added: Sequence[HostRoute]
+    ) -> None:
+        """
+        The routes in C{removed} are no longer served, those in C{added} are
+        served from now on; routes that stay are in neither.
+        """
+
+
 class RouteResolver(Service):
     """
     Holds the current L{RouteTable}.
 
     @ivar table: the current table, or L{None} before the first one is
         loaded.
-    @ivar balancer: makes the balancer of each new host route.
+    @ivar balancer: the balancing policy of each new host route.
     """
 
     name = "route-resolver"
@@ -45,10 +66,20 @@ class RouteResolver(Service):
     def __init__(
         self,
         table: RouteTable | None = None,
-        balancer: BalancerFactory = RoundRobin,
+        balancer: Policy = roundRobin,
     ) -> None:
         self.table = table
         self.balancer = balancer
+        self._observers: list[RouteObserver] = []
+
+    def addObserver(self, observer: RouteObserver) -> None:
+        """
+        Tell C{observer} of every route change from now on, starting with
+        the routes of the current table as added.
+        """
+        self._observers.append(observer)
+        if self.table is not None:
+            observer.routesChanged((), list(self.table.routes.values()))
 
     def resolve(self, host: bytes) -> HostRoute | None:
         """
@@ -66,15 +97,47 @@ class RouteResolver(Service):
         """
         Serve C{table} from now on.
         """
-        first = self.table is None
+        old = self.table
         self.table = table
-        if first:
+        if old is None:
             log.info("route table loaded: {hosts} hosts", hosts=len(table))
+        if self._observers:
+            self._notify(old, table)
+
+    def _notify(self, old: RouteTable | None, new: RouteTable) -> None:
+        removed: list[HostRoute] = []
+        added: list[HostRoute] = []
+        newRoutes = new.routes
+        if old is None:
+            added.extend(newRoutes.values())
+        else:
+            oldRoutes = old.routes
+            hosts = new.changedFrom(old)
+            if hosts is None:
+                # Not derived from the current table: compare them whole.
+                for host, route in oldRoutes.items():
+                    if newRoutes.get(host) is not route:
+                        removed.append(route)
+                for host, route in newRoutes.items():
+                    if oldRoutes.get(host) is not route:
+                        added.append(route)
+            else:
+                for host in hosts:
+                    before = oldRoutes.get(host)
+                    after = newRoutes.get(host)
+                    if before is not after:
+                        if before is not None:
+                            removed.append(before)
+                        if after is not None:
+                            added.append(after)
+        if removed or added:
+            for observer in self._observers:
+                observer.routesChanged(removed, added)
 
     def apply(self, changes: Mapping[str, Sequence[Upstream] | None]) -> RouteTable:
         """
         Swap in a table with C{changes} applied (see
-        L{RouteTable.with_changes}) and return it.
+        L{RouteTable.withChanges}) and return it.
         """
         current = self.table if self.table is not None else RouteTable()
         table = current.withChanges(changes, self.balancer)

@@ -6,37 +6,35 @@ and the host lookup the proxy does for every request.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import weakref
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from immutables import Map
 
 from revproxy.routing.address import RouteError, Upstream
-from revproxy.routing.balancing import Balancer, RoundRobin
+from revproxy.routing.balancing import Policy, roundRobin
 
-__all__ = ["HostRoute", "RouteTable", "BalancerFactory"]
+__all__ = ["HostRoute", "RouteTable"]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
 class HostRoute:
     """
-    The upstreams of one host pattern, with the balancer that spreads
-    requests over them.
+    The upstreams of one host pattern, with the policy that spreads requests
+    over them.  Routes compare (and hash) by identity: the runtime state of
+    a host (L{revproxy.upstream.state.HostState}) is keyed by its route
+    object, which a table keeps for as long as the host's upstreams do not
+    change.
     """
 
     host: str
     upstreams: tuple[Upstream, ...]
-    balancer: Balancer
+    policy: Policy = roundRobin
 
     def __post_init__(self) -> None:
         if not self.upstreams:
             raise RouteError(f"route for {self.host!r} has no upstream")
-
-    def pick(self) -> Upstream:
-        """
-        Choose the upstream for the next request.
-        """
-        return self.balancer.pick(self.upstreams)
 
     def sameUpstreams(self, other: Sequence[Upstream]) -> bool:
         """
@@ -48,34 +46,35 @@ class HostRoute:
         )
 
 
-BalancerFactory = Callable[[], Balancer]
-
-
 class RouteTable:
     """
     An immutable mapping of host patterns to L{HostRoute}s, with the lookup
     that the proxy does for every request.
 
     Tables are never changed in place: L{RouteTable.with_changes} returns a
-    new table, reusing the L{HostRoute} (and so the balancer state) of every
-    host that did not change.  The maps inside are persistent hash tries
+    new table, reusing the L{HostRoute} (and so the runtime state keyed by
+    it) of every host that did not change.  The maps inside are persistent hash tries
     (C{immutables.Map}), so a new table with a few changed hosts costs
     O(changes x log n), not a copy of all n hosts: the etcd sync applies one
     event in time independent of the size of the table.
     """
 
-    __slots__ = ("_routes", "_exact", "_wildcards", "_default")
+    __slots__ = ("_routes", "_exact", "_wildcards", "_default", "_base", "_changed", "__weakref__")
 
     _routes: Map[str, HostRoute]
     _exact: Map[bytes, HostRoute]
     _wildcards: Map[bytes, HostRoute]
     _default: HostRoute | None
+    _base: weakref.ref[RouteTable] | None
+    _changed: tuple[str, ...]
 
     def __init__(self, routes: Iterable[HostRoute] = ()) -> None:
         self._routes = Map()
         self._exact = Map()
         self._wildcards = Map()
         self._default = None
+        self._base = None
+        self._changed = ()
         self._update({r.host: r for r in routes})
 
     def _update(self, changes: Mapping[str, HostRoute | None]) -> None:
@@ -106,25 +105,26 @@ class RouteTable:
     def fromMapping(
         cls,
         routes: Mapping[str, Sequence[Upstream]],
-        balancer: BalancerFactory = RoundRobin,
+        balancer: Policy = roundRobin,
     ) -> RouteTable:
         """
         Build a table from host patterns (already validated) and their
-        upstreams, giving each host a new balancer from C{balancer}.
+        upstreams, each host balanced by the policy C{balancer}.
         """
         return cls(
-            HostRoute(host, tuple(ups), balancer()) for host, ups in routes.items()
+            HostRoute(host, tuple(ups), balancer) for host, ups in routes.items()
         )
 
     def withChanges(
         self,
         changes: Mapping[str, Sequence[Upstream] | None],
-        balancer: BalancerFactory = RoundRobin,
+        balancer: Policy = roundRobin,
     ) -> RouteTable:
         """
         Return a new table with the hosts in C{changes} replaced: a host
-        mapped to upstreams gets them (keeping its balancer if they did not
-        change), a host mapped to L{None} or to no upstream is removed.
+        mapped to upstreams gets them (keeping its route object if they did
+        not change), a host mapped to L{None} or to no upstream is removed.
+        New routes are balanced by the policy C{balancer}.
         """
         routes: dict[str, HostRoute | None] = {}
         for host, ups in changes.items():
@@ -133,15 +133,30 @@ class RouteTable:
                 if old is not None:
                     routes[host] = None
             elif old is None or not old.sameUpstreams(ups):
-                routes[host] = HostRoute(host, tuple(ups), balancer())
+                routes[host] = HostRoute(host, tuple(ups), balancer)
         new = RouteTable.__new__(RouteTable)
         new._routes = self._routes
         new._exact = self._exact
         new._wildcards = self._wildcards
         new._default = self._default
+        new._base = weakref.ref(self)
+        new._changed = tuple(routes)
         if routes:
             new._update(routes)
         return new
+
+    def changedFrom(self, table: RouteTable) -> Collection[str] | None:
+        """
+        The host patterns whose routes differ between C{table} and this
+        table, if this table was made from C{table} by L{withChanges}; else
+        L{None} (the tables must then be compared whole).  This is what lets
+        a route observer follow a change in time proportional to the
+        changed hosts, not to the size of the table.
+        """
+        base = self._base
+        if base is None or base() is not table:
+            return None
+        return self._changed
 
     def lookup(self, host: bytes) -> HostRoute | None:
         """

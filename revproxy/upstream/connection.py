@@ -1,69 +1,51 @@
 # -*- test-case-name: tests.upstream.test_connection -*-
 """
-The forwarding client: lean HTTP/1.1 connections to upstreams, kept in a
-pool per upstream.
+The forwarding client's connection: one lean HTTP/1.1 connection to an
+upstream and its response parser.
 
 This is the proxy's hot path, so it is not built on L{twisted.web.client}'s
 C{Agent}: an C{Agent} request costs a C{HostnameEndpoint} (IDNA encoding), a
 chain of Deferreds and a C{Response} object per request, about 142 µs of CPU
 for a small proxied request where our budget is 70 µs.  Instead an
 L{UpstreamConnection} writes the request head it is given and parses the
-response itself, calling back an L{Exchange} (the proxy's per-request
-object) with the status, the headers and each piece of the body.  The
-framing rules are those of RFC 9112 section 6.3.
+response itself, calling back a L{ResponseReceiver} (the proxy's exchange)
+with the status, the headers and each piece of the body.  The framing rules
+are those of RFC 9112 section 6.3.
 
-Flow control: the exchange pauses and resumes the connection's transport
+Flow control: the receiver pauses and resumes the connection's transport
 (L{UpstreamConnection.pauseReading}/L{UpstreamConnection.resumeReading}),
 and request bodies larger than one write are sent by a pull producer
-registered on the transport, so neither direction buffers more than a
-socket's worth in the proxy.
+(L{revproxy.upstream.body.BodySender}) registered on the transport, so
+neither direction buffers more than a socket's worth in the proxy.  The
+connections are kept in an L{revproxy.upstream.pool.UpstreamPool}.
 """
 
 from __future__ import annotations
 
-import io
-import os
 import re
-from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING
 from typing import Protocol as TypingProtocol
 
-from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.endpoints import (
-    HostnameEndpoint,
-    TCP4ClientEndpoint,
-    TCP6ClientEndpoint,
-    wrapClientTLS,
-)
-from twisted.internet.interfaces import (
-    IDelayedCall,
-    IPullProducer,
-    IReactorTCP,
-    IReactorTime,
-    IStreamClientEndpoint,
-    ITCPTransport,
-)
-from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.ssl import optionsForClientTLS
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, ITCPTransport
+from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
-from revproxy.routing import Upstream
+from revproxy.upstream.body import BODY_CHUNK, BodySender
+
+if TYPE_CHECKING:
+    from revproxy.upstream.pool import UpstreamPool
 
 __all__ = [
-    "Exchange",
+    "ResponseReceiver",
     "UpstreamConnection",
-    "UpstreamPool",
     "MalformedResponse",
     "UpstreamClosed",
+    "BODY_CHUNK",
 ]
 
 MAX_HEAD_SIZE = 64 * 1024
 """The longest response head (status line and headers) we accept."""
-
-BODY_CHUNK = 64 * 1024
-"""How much of a spooled request body is read and written at a time."""
 
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _HEADER_BLOCK = re.compile(rb"(?:" + _TOKEN + rb":[^\r\n\x00]*\r\n)*")
@@ -83,9 +65,9 @@ class UpstreamClosed(Exception):
     """
 
 
-class Exchange(TypingProtocol):
+class ResponseReceiver(TypingProtocol):
     """
-    The receiver of one response.  Exactly one of C{responseEnded} or
+    The receiver of one response (the proxy's exchange).  Exactly one of C{responseEnded} or
     C{exchangeFailed} is called last.
     """
 
@@ -121,69 +103,6 @@ class Exchange(TypingProtocol):
         """
 
 
-@implementer(IPullProducer)
-class _BodySender:
-    """
-    Writes a spooled request body to a transport, one chunk each time the
-    transport asks for more.
-
-    It reads through a file descriptor of its own (a C{dup} of the spool's,
-    read with C{pread}), or a copy of an in-memory spool: Twisted closes the
-    request's spool when the response is finished, and an upstream that
-    answers early may still be reading the rest of the body then.
-    """
-
-    def __init__(self, connection: UpstreamConnection, body: IO[bytes]) -> None:
-        self._connection = connection
-        self._offset = 0
-        self._fd = -1
-        self._data = b""
-        try:
-            fd = body.fileno()
-        except (OSError, AttributeError, io.UnsupportedOperation):
-            body.seek(0)
-            self._data = body.read()
-            self._remaining = len(self._data)
-        else:
-            self._fd = os.dup(fd)
-            self._remaining = os.fstat(self._fd).st_size
-
-    def resumeProducing(self) -> None:
-        conn = self._connection
-        if conn.transport is None or conn._sender is not self:
-            return
-        n = min(BODY_CHUNK, self._remaining)
-        if self._fd >= 0:
-            try:
-                data = os.pread(self._fd, n, self._offset)
-            except OSError:
-                conn.abort()
-                return
-        else:
-            data = self._data[self._offset : self._offset + n]
-        if data:
-            conn.transport.write(data)
-        self._offset += len(data)
-        self._remaining -= len(data)
-        if self._remaining <= 0 or not data:
-            # Done as soon as the last byte is written, not when the
-            # transport next asks for more: the upstream may answer before
-            # then, and the connection is only reusable if we had finished.
-            conn._stopSendingBody()
-
-    def stopProducing(self) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """
-        Release the file descriptor.
-        """
-        self._remaining = 0
-        self._data = b""
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
 # Parser states.
 _IDLE = 0
 _HEAD = 1
@@ -203,8 +122,8 @@ class UpstreamConnection(Protocol):
         current one.
     """
 
-    _exchange: Exchange | None = None
-    _sender: _BodySender | None = None
+    _exchange: ResponseReceiver | None = None
+    _sender: BodySender | None = None
     _delayedIdle: IDelayedCall | None = None
     idleSince: float = 0.0
 
@@ -240,7 +159,7 @@ class UpstreamConnection(Protocol):
         self,
         head: bytes,
         body: bytes | IO[bytes] | None,
-        exchange: Exchange,
+        exchange: ResponseReceiver,
         isHead: bool,
     ) -> None:
         """
@@ -259,8 +178,14 @@ class UpstreamConnection(Protocol):
             transport.write(head + body if body else head)
         else:
             transport.write(head)
-            self._sender = _BodySender(self, body)
+            self._sender = BodySender(self, body)
             transport.registerProducer(self._sender, False)  # type: ignore[attr-defined]
+
+    def bodySent(self) -> None:
+        """
+        The body sender wrote the last byte of the request body.
+        """
+        self._stopSendingBody()
 
     def _stopSendingBody(self) -> None:
         sender = self._sender
@@ -559,207 +484,3 @@ class UpstreamConnection(Protocol):
             Failure(UpstreamClosed("upstream closed the connection")),
             self._gotBytes,
         )
-
-
-class _ConnectionFactory(Factory):
-    noisy = False
-
-    def __init__(self, pool: UpstreamPool, key: tuple[str, str, int]) -> None:
-        self._pool = pool
-        self._key = key
-
-    def buildProtocol(self, addr: object) -> UpstreamConnection:
-        return UpstreamConnection(self._pool, self._key)
-
-
-ConnectCallback = Callable[[UpstreamConnection], None]
-FailCallback = Callable[[Failure], None]
-
-
-class UpstreamPool(Service):
-    """
-    Persistent connections to upstreams, a bounded stack of idle ones per
-    upstream.
-
-    @param reactor: the reactor to connect with and to keep time by.
-    @param connectTimeout: seconds to wait for a new connection.
-    @param maxIdle: the most idle connections kept per upstream.
-    @param idleTimeout: seconds an idle connection is kept.
-    @param endpointFactory: makes the endpoint for an upstream; by default
-        a TCP endpoint for IP literals, a C{HostnameEndpoint} for names, and
-        TLS around it for C{https}.
-    @param tlsTrustRoot: the C{IOpenSSLTrustRoot} that https upstreams'
-        certificates are verified against; L{None} for the platform's.
-    """
-
-    name = "upstream-pool"
-
-    def __init__(
-        self,
-        reactor: IReactorTCP,
-        connectTimeout: float = 5.0,
-        maxIdle: int = 64,
-        idleTimeout: float = 60.0,
-        endpointFactory: Callable[[Upstream], IStreamClientEndpoint] | None = None,
-        tlsTrustRoot: Any = None,
-    ) -> None:
-        self._reactor = reactor
-        self._tlsTrustRoot = tlsTrustRoot
-        self._clock: IReactorTime = reactor  # type: ignore[assignment]
-        self.connectTimeout = connectTimeout
-        self.maxIdle = maxIdle
-        self.idleTimeout = idleTimeout
-        self._endpointFactory = endpointFactory or self._defaultEndpoint
-        self._endpoints: dict[tuple[str, str, int], IStreamClientEndpoint] = {}
-        self._idle: dict[tuple[str, str, int], list[UpstreamConnection]] = {}
-        self._busy: set[UpstreamConnection] = set()
-        self._connecting: set[Deferred[UpstreamConnection]] = set()
-        self._sweeper: IDelayedCall | None = None
-        self.opened = 0
-
-    def _defaultEndpoint(self, upstream: Upstream) -> IStreamClientEndpoint:
-        reactor = self._reactor
-        host = upstream.host
-        timeout = self.connectTimeout
-        endpoint: IStreamClientEndpoint
-        if ":" in host:
-            endpoint = TCP6ClientEndpoint(reactor, host, upstream.port, timeout)
-        elif host.replace(".", "").isdigit():
-            endpoint = TCP4ClientEndpoint(reactor, host, upstream.port, timeout)
-        else:
-            endpoint = HostnameEndpoint(reactor, host, upstream.port, timeout)
-        if upstream.scheme == "https":
-            endpoint = wrapClientTLS(
-                optionsForClientTLS(host, trustRoot=self._tlsTrustRoot), endpoint
-            )
-        return endpoint
-
-    def connection(
-        self,
-        upstream: Upstream,
-        onConnection: ConnectCallback,
-        onFailure: FailCallback,
-        fresh: bool = False,
-    ) -> Callable[[], None]:
-        """
-        Get a connection to C{upstream}: an idle one if there is one (and not
-        C{fresh}), else a new one.  C{onConnection} gets it, synchronously
-        for an idle one; C{onFailure} gets the reason a new one could not be
-        made.  Returns a function that cancels the wait.
-        """
-        key = upstream.key
-        if not fresh:
-            idle = self._idle.get(key)
-            while idle:
-                conn = idle.pop()
-                if conn.connected:
-                    self._busy.add(conn)
-                    onConnection(conn)
-                    return _noop
-        endpoint = self._endpoints.get(key)
-        if endpoint is None:
-            endpoint = self._endpoints[key] = self._endpointFactory(upstream)
-        d: Deferred[UpstreamConnection] = endpoint.connect(  # type: ignore[assignment]
-            _ConnectionFactory(self, key)
-        )
-        self._connecting.add(d)
-
-        def connected(conn: UpstreamConnection) -> None:
-            self._connecting.discard(d)
-            self.opened += 1
-            self._busy.add(conn)
-            onConnection(conn)
-
-        def failed(f: Failure) -> None:
-            self._connecting.discard(d)
-            onFailure(f)
-
-        d.addCallbacks(connected, failed)
-        return d.cancel
-
-    def _release(self, conn: UpstreamConnection) -> None:
-        self._busy.discard(conn)
-        if not self.running:
-            conn.transport.loseConnection()  # type: ignore[union-attr]
-            return
-        idle = self._idle.setdefault(conn.key, [])
-        if len(idle) >= self.maxIdle:
-            conn.transport.loseConnection()  # type: ignore[union-attr]
-            return
-        conn.idleSince = self._clock.seconds()
-        idle.append(conn)
-        if self._sweeper is None:
-            self._sweeper = self._clock.callLater(self.idleTimeout, self._sweep)
-
-    def _lost(self, conn: UpstreamConnection) -> None:
-        self._busy.discard(conn)
-        idle = self._idle.get(conn.key)
-        if idle and conn in idle:
-            idle.remove(conn)
-
-    def _sweep(self) -> None:
-        """
-        Close the connections that have been idle for C{idleTimeout}.
-        """
-        self._sweeper = None
-        deadline = self._clock.seconds() - self.idleTimeout
-        oldest: float | None = None
-        for key, idle in list(self._idle.items()):
-            # The stack's bottom holds the longest idle connections.
-            while idle and idle[0].idleSince <= deadline:
-                conn = idle.pop(0)
-                conn.transport.loseConnection()  # type: ignore[union-attr]
-            if idle:
-                first = idle[0].idleSince
-                oldest = first if oldest is None else min(oldest, first)
-            else:
-                del self._idle[key]
-        if oldest is not None:
-            delay = max(oldest + self.idleTimeout - self._clock.seconds(), 0.0)
-            self._sweeper = self._clock.callLater(delay, self._sweep)
-
-    def idleCount(self) -> int:
-        """
-        How many idle connections the pool holds.
-        """
-        return sum(len(i) for i in self._idle.values())
-
-    def connectionCounts(self) -> dict[tuple[str, str, int], tuple[int, int]]:
-        """
-        Idle and busy connections, per upstream key.
-        """
-        counts: dict[tuple[str, str, int], list[int]] = {}
-        for key, idle in self._idle.items():
-            counts.setdefault(key, [0, 0])[0] = len(idle)
-        for conn in self._busy:
-            counts.setdefault(conn.key, [0, 0])[1] += 1
-        return {k: (v[0], v[1]) for k, v in counts.items()}
-
-    def busyCount(self) -> int:
-        """
-        How many connections carry a request now.
-        """
-        return len(self._busy)
-
-    def stopService(self) -> Deferred[None]:
-        """
-        Close the idle connections and stop timing them; connections still
-        carrying a request close when they are done.
-        """
-        super().stopService()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
-        for d in list(self._connecting):
-            d.cancel()
-        idle = [c for conns in self._idle.values() for c in conns]
-        self._idle.clear()
-        waits = []
-        for conn in idle:
-            waits.append(conn.whenClosed())
-            conn.transport.loseConnection()  # type: ignore[union-attr]
-        return DeferredList(waits).addCallback(lambda _: None)  # type: ignore[return-value]
-
-
-def _noop() -> None:
-    pass

@@ -14,11 +14,12 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.proxy import ReverseProxyResource
 
-from revproxy.forward.resource import RoutingProxyResource, _originForm, joinPath
+from revproxy.forward.resource import RoutingProxyResource
 from revproxy.routing.resolver import RouteResolver
 from revproxy.routing import RouteTable, parseUpstream
 from revproxy.http.server import ProxySite
-from revproxy.upstream.connection import UpstreamConnection, UpstreamPool
+from revproxy.upstream.connection import UpstreamConnection
+from revproxy.upstream.pool import UpstreamPool
 from tests.fakes import AbortableTransport, FakeEndpoint
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nDate: upstream-date\r\n\r\nhello"
@@ -560,31 +561,3 @@ class ClientSideTests(SynchronousTestCase):
         self.assertEqual(fired, [])
         conn.dataReceived(OK)
         self.assertEqual(fired, [True])
-
-
-class PathTests(SynchronousTestCase):
-    def test_joinPath(self) -> None:
-        """
-        Base paths join with request paths with exactly one slash, the query
-        untouched, as Go's httputil does.
-        """
-        cases = [
-            (b"/base/", b"/foo?q=1", b"/base/foo?q=1"),
-            (b"/base", b"/foo", b"/base/foo"),
-            (b"/base/", b"/", b"/base/"),
-            (b"/base", b"/", b"/base/"),
-            (b"/base", b"/a%2Fb?x=%20", b"/base/a%2Fb?x=%20"),
-            (b"", b"/foo", b"/foo"),
-            (b"/base", b"*", b"/base/*"),
-        ]
-        for base, target, expected in cases:
-            self.assertEqual(joinPath(base, target), expected, (base, target))
-
-    def test_originForm(self) -> None:
-        """
-        Absolute-form targets are reduced to their path and query.
-        """
-        self.assertEqual(_originForm(b"/a?b"), b"/a?b")
-        self.assertEqual(_originForm(b"http://h:1/a?b"), b"/a?b")
-        self.assertEqual(_originForm(b"http://h"), b"/")
-        self.assertEqual(_originForm(b"http://h?x=1"), b"/?x=1")

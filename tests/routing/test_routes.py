@@ -5,11 +5,14 @@ host normalization and the route table's lookup.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from revproxy.routing.balancing import RoundRobin
+from revproxy.routing.balancing import roundRobin
+from revproxy.routing.resolver import RouteResolver
 from revproxy.routing import (
     HostRoute,
     RouteError,
@@ -270,7 +273,7 @@ class RouteTableTests(SynchronousTestCase):
     def test_withChanges(self) -> None:
         """
         C{withChanges} returns a new table, leaves the old one alone, keeps
-        the route object (and balancer) of unchanged hosts and removes hosts
+        the route object (and so its runtime state) of unchanged hosts and removes hosts
         mapped to nothing.
         """
         old = _table("a.com", "b.com", "c.com")
@@ -328,4 +331,82 @@ class RouteTableTests(SynchronousTestCase):
         """
         A route needs at least one upstream.
         """
-        self.assertRaises(RouteError, HostRoute, "a.com", (), RoundRobin())
+        self.assertRaises(RouteError, HostRoute, "a.com", (), roundRobin)
+
+    def test_changedFrom(self) -> None:
+        """
+        A table made by C{withChanges} names the hosts it changed relative
+        to the table it was made from, and to no other.
+        """
+        t1 = _table("a.com", "b.com")
+        t2 = t1.withChanges({"a.com": None, "c.com": (Upstream("http", "h", 1),)})
+        self.assertEqual(sorted(t2.changedFrom(t1) or ()), ["a.com", "c.com"])
+        self.assertIsNone(t2.changedFrom(_table("a.com", "b.com")))
+        self.assertIsNone(t1.changedFrom(t2))
+
+
+class RecordingObserver:
+    """
+    A L{revproxy.routing.resolver.RouteObserver} that records each change.
+    """
+
+    def __init__(self) -> None:
+        self.changes: list[tuple[list[str], list[str]]] = []
+
+    def routesChanged(self, removed: Sequence[HostRoute], added: Sequence[HostRoute]) -> None:
+        self.changes.append(
+            (sorted(r.host for r in removed), sorted(r.host for r in added))
+        )
+
+
+class ResolverObserverTests(SynchronousTestCase):
+    def test_addObserverHearsCurrent(self) -> None:
+        """
+        A new observer hears of every current route as added; with no table
+        yet, of nothing.
+        """
+        resolver = RouteResolver(_table("a.com", "b.com"))
+        recorder = RecordingObserver()
+        resolver.addObserver(recorder)
+        self.assertEqual(recorder.changes, [([], ["a.com", "b.com"])])
+        empty = RecordingObserver()
+        RouteResolver().addObserver(empty)
+        self.assertEqual(empty.changes, [])
+
+    def test_applyTellsChangedHosts(self) -> None:
+        """
+        C{apply} tells the observers of the changed hosts only, and nothing
+        when nothing changed.
+        """
+        resolver = RouteResolver(_table("a.com", "b.com", "c.com"))
+        recorder = RecordingObserver()
+        resolver.addObserver(recorder)
+        a = resolver.table.routes["a.com"]  # type: ignore[union-attr]
+        resolver.apply(
+            {"a.com": a.upstreams, "b.com": None, "c.com": (Upstream("http", "h", 9),)}
+        )
+        resolver.apply({"a.com": a.upstreams})
+        self.assertEqual(recorder.changes[1:], [(["b.com", "c.com"], ["c.com"])])
+
+    def test_firstTable(self) -> None:
+        """
+        The first table, by C{apply} or C{replace}, is all added.
+        """
+        resolver = RouteResolver()
+        recorder = RecordingObserver()
+        resolver.addObserver(recorder)
+        resolver.apply({"a.com": (Upstream("http", "h", 1),)})
+        self.assertEqual(recorder.changes, [([], ["a.com"])])
+
+    def test_replaceComparesWhole(self) -> None:
+        """
+        C{replace} with an unrelated table tells of every route that is not
+        the same object in both.
+        """
+        t1 = _table("a.com", "b.com")
+        resolver = RouteResolver(t1)
+        recorder = RecordingObserver()
+        resolver.addObserver(recorder)
+        resolver.replace(RouteTable([t1.routes["a.com"], *_table("c.com").routes.values()]))
+        self.assertEqual(recorder.changes[1:], [(["b.com"], ["c.com"])])
+

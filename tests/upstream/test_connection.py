@@ -1,25 +1,24 @@
 """
-Tests for L{revproxy.upstream.connection}: the HTTP/1.1 response parser, request
-sending with flow control, and the connection pool.
+Tests for L{revproxy.upstream.connection} and L{revproxy.upstream.body}: the
+HTTP/1.1 response parser and request sending with flow control.
 """
 
 from __future__ import annotations
 
 import io
 
-from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from revproxy.routing import Upstream
+from revproxy.upstream.body import BODY_CHUNK
 from revproxy.upstream.connection import (
-    BODY_CHUNK,
     MalformedResponse,
     UpstreamClosed,
     UpstreamConnection,
-    UpstreamPool,
 )
-from tests.fakes import AbortableTransport, FakeEndpoint, RecordingExchange
+from revproxy.upstream.pool import UpstreamPool
+from tests.fakes import AbortableTransport, FakeEndpoint, RecordingReceiver
 
 UP = Upstream("http", "10.0.0.1", 80)
 HEAD = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
@@ -45,14 +44,14 @@ class PoolHarness:
 
     def exchange(
         self, response: bytes, head: bytes = HEAD, isHead: bool = False
-    ) -> tuple[RecordingExchange, UpstreamConnection, AbortableTransport]:
+    ) -> tuple[RecordingReceiver, UpstreamConnection, AbortableTransport]:
         """
         Send one request over a new connection and feed C{response} back.
         """
         got = self.connect(fresh=True)
         self.endpoint.succeed()
         conn = got[0]
-        ex = RecordingExchange()
+        ex = RecordingReceiver()
         conn.send(head, None, ex, isHead)
         transport = conn.transport
         if response:
@@ -97,7 +96,7 @@ class ParserTests(SynchronousTestCase):
                     got = h.connect()
                     h.endpoint.succeed()
                     conn = got[0]
-                    ex = RecordingExchange()
+                    ex = RecordingReceiver()
                     conn.send(HEAD, None, ex, False)
                     for part in (response[:i], response[i:j], response[j:]):
                         if part:
@@ -316,7 +315,7 @@ class SendTests(SynchronousTestCase):
         A body given as bytes goes out in the same write as the head.
         """
         h, conn, transport = self._conn()
-        conn.send(b"HEAD\r\n\r\n", b"body", RecordingExchange(), False)
+        conn.send(b"HEAD\r\n\r\n", b"body", RecordingReceiver(), False)
         self.assertEqual(transport.value(), b"HEAD\r\n\r\nbody")
 
     def test_streamedBody(self) -> None:
@@ -326,7 +325,7 @@ class SendTests(SynchronousTestCase):
         """
         h, conn, transport = self._conn()
         data = b"x" * (BODY_CHUNK * 2 + 10)
-        conn.send(b"H\r\n\r\n", io.BytesIO(data), RecordingExchange(), False)
+        conn.send(b"H\r\n\r\n", io.BytesIO(data), RecordingReceiver(), False)
         self.assertEqual(transport.value(), b"H\r\n\r\n")
         self.assertFalse(transport.streaming)
         producer = transport.producer
@@ -343,7 +342,7 @@ class SendTests(SynchronousTestCase):
         the connection reusable (a new connection per POST otherwise).
         """
         h, conn, transport = self._conn()
-        ex = RecordingExchange()
+        ex = RecordingReceiver()
         conn.send(b"H\r\n\r\n", io.BytesIO(b"x" * BODY_CHUNK), ex, False)
         transport.producer.resumeProducing()
         self.assertIsNone(transport.producer)
@@ -360,7 +359,7 @@ class SendTests(SynchronousTestCase):
         goes back to the pool.
         """
         h, conn, transport = self._conn()
-        ex = RecordingExchange()
+        ex = RecordingReceiver()
         conn.send(b"H\r\n\r\n", io.BytesIO(b"x" * BODY_CHUNK * 3), ex, False)
         conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
         self.assertTrue(ex.ended)
@@ -386,7 +385,7 @@ class SendTests(SynchronousTestCase):
         data = bytes(range(256)) * (BODY_CHUNK // 128)
         spool.write(data)
         spool.seek(0)
-        conn.send(b"H\r\n\r\n", spool, RecordingExchange(), False)
+        conn.send(b"H\r\n\r\n", spool, RecordingReceiver(), False)
         sender = transport.producer
         spool.close()
         while transport.producer is not None:
@@ -400,7 +399,7 @@ class SendTests(SynchronousTestCase):
         connection stops the body and closes our side too.
         """
         h, conn, transport = self._conn()
-        ex = RecordingExchange()
+        ex = RecordingReceiver()
         conn.send(b"H\r\n\r\n", io.BytesIO(b"x" * BODY_CHUNK * 3), ex, False)
         conn.dataReceived(
             b"HTTP/1.1 413 Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
@@ -416,191 +415,9 @@ class SendTests(SynchronousTestCase):
         connection instead of pooling it.
         """
         h, conn, transport = self._conn()
-        conn.send(b"H\r\n\r\n", io.BytesIO(b"x" * BODY_CHUNK * 3), RecordingExchange(), False)
+        conn.send(b"H\r\n\r\n", io.BytesIO(b"x" * BODY_CHUNK * 3), RecordingReceiver(), False)
         conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
         conn.abort()
         self.assertTrue(transport.aborted)
         transport.reportLost()
         self.assertEqual(h.pool.idleCount(), 0)
-
-
-class PoolTests(SynchronousTestCase):
-    def _release(self, h: PoolHarness) -> UpstreamConnection:
-        ex, conn, _ = h.exchange(b"HTTP/1.1 204 No Content\r\n\r\n")
-        self.assertTrue(ex.ended)
-        return conn
-
-    def test_reuse(self) -> None:
-        """
-        A released connection is handed out again, synchronously, and marked
-        reused; a fresh request opens a new one.
-        """
-        h = PoolHarness()
-        conn = self._release(h)
-        self.assertFalse(h.endpoint.pending)
-        got = h.connect()
-        self.assertEqual(got, [conn])
-        self.assertTrue(conn.reused)
-        self.assertEqual(h.pool.busyCount(), 1)
-        h.connect(fresh=True)
-        self.assertEqual(len(h.endpoint.pending), 1)
-
-    def test_lostWhileIdle(self) -> None:
-        """
-        An idle connection the upstream closes leaves the pool.
-        """
-        h = PoolHarness()
-        conn = self._release(h)
-        conn.transport.reportLost()  # type: ignore[union-attr]
-        self.assertEqual(h.pool.idleCount(), 0)
-        h.connect()
-        self.assertEqual(len(h.endpoint.pending), 1)
-
-    def test_maxIdle(self) -> None:
-        """
-        No more than maxIdle connections per upstream are kept idle.
-        """
-        h = PoolHarness(maxIdle=2)
-        conns = []
-        for _ in range(3):
-            got = h.connect(fresh=True)
-            h.endpoint.succeed()
-            conns.append(got[0])
-        for conn in conns:
-            conn.send(HEAD, None, RecordingExchange(), False)
-            conn.dataReceived(b"HTTP/1.1 204 No Content\r\n\r\n")
-        self.assertEqual(h.pool.idleCount(), 2)
-        self.assertTrue(conns[2].transport.disconnecting)  # type: ignore[union-attr]
-
-    def test_idleTimeout(self) -> None:
-        """
-        Idle connections are closed after idleTimeout, and the sweeper stops
-        once the pool is empty.
-        """
-        h = PoolHarness(idleTimeout=10)
-        conn = self._release(h)
-        h.reactor.advance(9)
-        self.assertFalse(conn.transport.disconnecting)  # type: ignore[union-attr]
-        h.reactor.advance(1)
-        self.assertTrue(conn.transport.disconnecting)  # type: ignore[union-attr]
-        conn.transport.reportLost()  # type: ignore[union-attr]
-        self.assertEqual(h.pool.idleCount(), 0)
-        self.assertEqual(h.reactor.getDelayedCalls(), [])
-
-    def test_idleTimeoutStaggered(self) -> None:
-        """
-        A connection released later is kept until its own timeout.
-        """
-        h = PoolHarness(idleTimeout=10)
-        first = self._release(h)
-        h.reactor.advance(5)
-        second = self._release(h)
-        h.reactor.advance(5)
-        self.assertTrue(first.transport.disconnecting)  # type: ignore[union-attr]
-        self.assertFalse(second.transport.disconnecting)  # type: ignore[union-attr]
-        h.reactor.advance(5)
-        self.assertTrue(second.transport.disconnecting)  # type: ignore[union-attr]
-
-    def test_connectFailure(self) -> None:
-        """
-        A failed connection attempt reaches the failure callback.
-        """
-        h = PoolHarness()
-        got = h.connect()
-        h.endpoint.fail()
-        self.assertEqual(len(got), 1)
-        self.assertEqual(h.pool.opened, 0)
-
-    def test_cancelConnect(self) -> None:
-        """
-        The returned function cancels a pending connection attempt.
-        """
-        h = PoolHarness()
-        failures: list[object] = []
-        cancel = h.pool.connection(UP, lambda c: None, failures.append)
-        cancel()
-        self.assertEqual(len(failures), 1)
-
-    def test_stopService(self) -> None:
-        """
-        Stopping the pool closes idle connections, fires once they are
-        closed, and leaves no timer behind.
-        """
-        h = PoolHarness()
-        conn = self._release(h)
-        d = h.pool.stopService()
-        self.assertTrue(conn.transport.disconnecting)  # type: ignore[union-attr]
-        self.assertNoResult(d)
-        conn.transport.reportLost()  # type: ignore[union-attr]
-        self.successResultOf(d)
-        self.assertEqual(h.reactor.getDelayedCalls(), [])
-
-    def test_releaseAfterStop(self) -> None:
-        """
-        A connection that finishes its request after the pool stopped is
-        closed, not kept.
-        """
-        h = PoolHarness()
-        got = h.connect()
-        h.endpoint.succeed()
-        conn = got[0]
-        conn.send(HEAD, None, RecordingExchange(), False)
-        h.pool.stopService()
-        conn.dataReceived(b"HTTP/1.1 204 No Content\r\n\r\n")
-        self.assertTrue(conn.transport.disconnecting)  # type: ignore[union-attr]
-        self.assertEqual(h.pool.idleCount(), 0)
-
-    def test_defaultEndpoints(self) -> None:
-        """
-        IP literals connect by TCP directly (no resolver), names through
-        HostnameEndpoint, with the connect timeout.
-        """
-        from twisted.internet.endpoints import (
-            HostnameEndpoint,
-            TCP4ClientEndpoint,
-            TCP6ClientEndpoint,
-        )
-
-        pool = UpstreamPool(MemoryReactorClock(), connectTimeout=3)
-        self.assertIsInstance(pool._defaultEndpoint(UP), TCP4ClientEndpoint)
-        self.assertIsInstance(
-            pool._defaultEndpoint(Upstream("http", "::1", 80)), TCP6ClientEndpoint
-        )
-        self.assertIsInstance(
-            pool._defaultEndpoint(Upstream("http", "app.internal", 80)), HostnameEndpoint
-        )
-        self.assertEqual(pool._defaultEndpoint(UP)._timeout, 3)  # type: ignore[attr-defined]
-
-    def test_httpsEndpoint(self) -> None:
-        """
-        An https upstream is connected through TLS, verified against the
-        upstream's host name.
-        """
-        from twisted.internet.endpoints import _WrapperEndpoint
-
-        pool = UpstreamPool(MemoryReactorClock())
-        endpoint = pool._defaultEndpoint(Upstream("https", "app.internal", 443))
-        self.assertIsInstance(endpoint, _WrapperEndpoint)
-
-    def test_endpointBuiltOnce(self) -> None:
-        """
-        The endpoint of an upstream is built once, not per request.
-        """
-        built: list[Upstream] = []
-        endpoint = FakeEndpoint()
-        pool = UpstreamPool(
-            MemoryReactorClock(),
-            endpointFactory=lambda u: (built.append(u), endpoint)[1],  # type: ignore[arg-type]
-        )
-        for _ in range(3):
-            pool.connection(UP, lambda c: None, lambda f: None, fresh=True)
-        self.assertEqual(built, [UP])
-
-    def test_noClockLeftRunning(self) -> None:
-        """
-        A pool that never pooled anything has no timer.
-        """
-        self.assertEqual(PoolHarness().reactor.getDelayedCalls(), [])
-
-
-del Clock
