@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 from twisted.web.proxy import ReverseProxyResource
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
@@ -28,12 +29,14 @@ from revproxy.forward.exchange import Exchange
 from revproxy.forward.reporting import AccessLog, RequestMetrics
 from revproxy.forward.retry import STANDARD_RETRY, RetryPolicy
 from revproxy.http.errors import DateCache, respondWithError
-from revproxy.routing import normalizeRequestHost
+from revproxy.routing import RouteError, normalizeRequestHost
 from revproxy.routing.resolver import NoRouteTable, RouteResolver
 from revproxy.upstream.pool import UpstreamPool
 from revproxy.upstream.state import UpstreamStates
 
 __all__ = ["RoutingProxyResource"]
+
+log = Logger()
 
 
 class RoutingProxyResource(ReverseProxyResource):
@@ -95,6 +98,15 @@ class RoutingProxyResource(ReverseProxyResource):
             route = self.resolver.resolve(normalizeRequestHost(rawHost))
         except NoRouteTable:
             return self._refuse(request, 503, b"no routes loaded yet")
+        except RouteError as e:
+            # A route source that decides per request (a host converter)
+            # named something that is not an upstream.
+            log.warn(
+                "no usable route for host {host}: {error}",
+                host=rawHost[:256].decode("latin-1"),
+                error=str(e),
+            )
+            return self._refuse(request, 502, b"the route for this host is not usable")
         if hosts and len(hosts) > 1:
             return self._refuse(request, 400, b"more than one Host header")
         if route is None:

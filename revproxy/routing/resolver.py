@@ -25,7 +25,7 @@ from twisted.logger import Logger
 
 from revproxy.routing.address import Upstream
 from revproxy.routing.balancing import Policy, roundRobin
-from revproxy.routing.table import HostRoute, RouteTable
+from revproxy.routing.table import HostRoute, RouteLookup, RouteTable
 
 __all__ = ["RouteResolver", "RouteObserver", "NoRouteTable"]
 
@@ -65,7 +65,7 @@ class RouteResolver(Service):
 
     def __init__(
         self,
-        table: RouteTable | None = None,
+        table: RouteLookup | None = None,
         balancer: Policy = roundRobin,
     ) -> None:
         self.table = table
@@ -78,8 +78,12 @@ class RouteResolver(Service):
         the routes of the current table as added.
         """
         self._observers.append(observer)
-        if self.table is not None:
-            observer.routesChanged((), list(self.table.routes.values()))
+        table = self.table
+        if table is not None:
+            routes = list(table.routes.values())
+            if routes:
+                observer.routesChanged((), routes)
+            _observe(table, [observer])
 
     def resolve(self, host: bytes) -> HostRoute | None:
         """
@@ -93,18 +97,20 @@ class RouteResolver(Service):
             raise NoRouteTable()
         return table.lookup(host)
 
-    def replace(self, table: RouteTable) -> None:
+    def replace(self, table: RouteLookup) -> None:
         """
         Serve C{table} from now on.
         """
         old = self.table
         self.table = table
+        if self._observers and table is not old:
+            _observe(table, self._observers)
         if old is None:
             log.info("route table loaded: {hosts} hosts", hosts=len(table))
         if self._observers:
             self._notify(old, table)
 
-    def _notify(self, old: RouteTable | None, new: RouteTable) -> None:
+    def _notify(self, old: RouteLookup | None, new: RouteLookup) -> None:
         removed: list[HostRoute] = []
         added: list[HostRoute] = []
         newRoutes = new.routes
@@ -139,7 +145,18 @@ class RouteResolver(Service):
         Swap in a table with C{changes} applied (see
         L{RouteTable.withChanges}) and return it.
         """
-        current = self.table if self.table is not None else RouteTable()
+        current = self.table if isinstance(self.table, RouteTable) else RouteTable()
         table = current.withChanges(changes, self.balancer)
         self.replace(table)
         return table
+
+
+def _observe(table: RouteLookup, observers: Sequence[RouteObserver]) -> None:
+    """
+    Let a table that makes routes as it is asked (one with an C{observe}
+    method) tell C{observers} of the routes it makes and drops.
+    """
+    observe = getattr(table, "observe", None)
+    if observe is not None:
+        for observer in observers:
+            observe(observer)

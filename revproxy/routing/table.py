@@ -9,13 +9,14 @@ from __future__ import annotations
 import weakref
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from immutables import Map
 
 from revproxy.routing.address import RouteError, Upstream
 from revproxy.routing.balancing import Policy, roundRobin
 
-__all__ = ["HostRoute", "RouteTable"]
+__all__ = ["HostRoute", "RouteTable", "RouteLookup"]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -44,6 +45,37 @@ class HostRoute:
         return len(other) == len(self.upstreams) and all(
             a == b and a.weight == b.weight for a, b in zip(self.upstreams, other)
         )
+
+
+class RouteLookup(Protocol):
+    """
+    What a L{revproxy.routing.resolver.RouteResolver} serves: the route of
+    each request's host.  L{RouteTable} is one; a table whose routes come
+    from a function (L{revproxy.routing.converter.HostConverterTable}) is
+    another.
+    """
+
+    @property
+    def routes(self) -> Mapping[str, HostRoute]:
+        """
+        The routes known in advance, by host pattern.
+        """
+
+    def lookup(self, host: bytes) -> HostRoute | None:
+        """
+        The route of a normalized request host, or L{None}.
+        """
+
+    def changedFrom(self, table: RouteLookup) -> Collection[str] | None:
+        """
+        The hosts whose routes differ from C{table}'s, if known; else
+        L{None}.
+        """
+
+    def __len__(self) -> int:
+        """
+        How many routes are known in advance.
+        """
 
 
 class RouteTable:
@@ -145,7 +177,7 @@ class RouteTable:
             new._update(routes)
         return new
 
-    def changedFrom(self, table: RouteTable) -> Collection[str] | None:
+    def changedFrom(self, table: RouteLookup) -> Collection[str] | None:
         """
         The host patterns whose routes differ between C{table} and this
         table, if this table was made from C{table} by L{withChanges}; else

@@ -14,6 +14,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.proxy import ReverseProxyResource
 
+from revproxy.routing.converter import HostConverterTable
 from revproxy.forward.resource import RoutingProxyResource
 from revproxy.routing.resolver import RouteResolver
 from revproxy.routing import RouteTable, parseUpstream
@@ -372,6 +373,46 @@ class RoutingTests(SynchronousTestCase):
         h.resolver.apply({"a.com": [parseUpstream("10.0.0.9:9")]})
         h.client(_get())
         self.assertEqual(len(h.endpoint("10.0.0.9:9").pending), 1)
+
+
+class ConverterTests(SynchronousTestCase):
+    """
+    Routes from a host converter function, served by the resource.
+    """
+
+    def _harness(self, convert: object) -> ProxyHarness:
+        h = ProxyHarness()
+        h.resolver.replace(HostConverterTable(convert))  # type: ignore[arg-type]
+        return h
+
+    def test_converterRoutes(self) -> None:
+        """
+        A request goes where the function says, and requests for its hosts
+        alternate over the upstreams it names, with in-flight counts kept.
+        """
+        h = self._harness(
+            lambda host: ["10.0.0.1:1", "10.0.0.2:2"] if host.endswith(".com") else None
+        )
+        for host in (b"a.com", b"b.com", b"a.com", b"b.com"):
+            h.client(_get(host))
+        self.assertEqual(len(h.endpoint("10.0.0.1:1").pending), 2)
+        self.assertEqual(len(h.endpoint("10.0.0.2:2").pending), 2)
+        state = h.resource.states.get(parseUpstream("10.0.0.1:1"))
+        assert state is not None
+        self.assertEqual(state.inflight, 2)
+        _, client = h.client(_get(b"a.org"))
+        self.assertTrue(client.value().startswith(b"HTTP/1.1 404 "))
+
+    def test_badConverterAnswer(self) -> None:
+        """
+        A function that names something that is not an upstream gets the
+        client a 502 and a logged warning, not a traceback.
+        """
+        h = self._harness(lambda host: "not an upstream")
+        _, client = h.client(_get())
+        line, _, body = _headers(client.value())
+        self.assertEqual(line, b"HTTP/1.1 502 Bad Gateway")
+        self.assertEqual(body, b"the route for this host is not usable\n")
 
 
 class FailureTests(SynchronousTestCase):
