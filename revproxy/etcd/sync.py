@@ -150,6 +150,14 @@ class EtcdRouteSync(Service):
 
     # -- loading -------------------------------------------------------------
 
+    def keysOf(self, host: str) -> list[str]:
+        """
+        The etcd keys of C{host}'s upstreams, in the order of the upstreams
+        of its route (key order), as they are spelled in etcd.
+        """
+        upstreams = self._hosts.get(host)
+        return sorted(upstreams) if upstreams else []
+
     def snapshot(self, snapshot: Snapshot, first: bool) -> None:
         """
         Replace the mirror with a full read and publish what changed.  The

@@ -33,6 +33,7 @@ from twisted.web.server import Request
 
 from revproxy.forward.reporting import RequestMetrics
 from revproxy.ops.metrics import BUCKETS, ProxyMetrics
+from revproxy.routing.address import Upstream
 from revproxy.routing.resolver import RouteResolver
 
 __all__ = ["AdminResource", "ProxyCollector"]
@@ -134,10 +135,11 @@ class AdminResource(Resource):
         """
         busy = {k: b for k, (i, b) in self._pool.connectionCounts().items()}
         table = self._resolver.table
+        sync = self._sync
         hosts: dict[str, list[dict[str, Any]]] = {}
         if table is not None:
             for host, route in table.routes.items():
-                hosts[host] = [
+                entries = hosts[host] = [
                     {
                         "upstream": str(u),
                         "weight": u.weight,
@@ -145,12 +147,14 @@ class AdminResource(Resource):
                     }
                     for u in route.upstreams
                 ]
+                if sync is not None:
+                    for entry, key in zip(entries, sync.keysOf(host)):
+                        entry["key"] = key
         out: dict[str, Any] = {
             "loaded": table is not None,
             "hosts": hosts,
-            "source": "static" if self._sync is None else "etcd",
+            "source": "static" if sync is None else "etcd",
         }
-        sync = self._sync
         if sync is not None:
             since = self._sinceContact()
             out["etcd"] = {
@@ -224,7 +228,7 @@ class ProxyCollector(Collector):
             labels=["upstream", "state"],
         )
         for key, (idle, busy) in sorted(self._pool.connectionCounts().items()):
-            name = _keyName(key)
+            name = Upstream(*key).name
             connections.add_metric([name, "idle"], idle)
             connections.add_metric([name, "busy"], busy)
         yield connections
@@ -260,9 +264,3 @@ class ProxyCollector(Collector):
             "1 while the etcd watch is running.",
             value=1 if sync.live else 0,
         )
-
-
-def _keyName(key: tuple[str, str, int]) -> str:
-    scheme, host, port = key
-    authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    return authority if scheme == "http" else f"{scheme}://{authority}"

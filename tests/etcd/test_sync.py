@@ -70,6 +70,24 @@ class LoadTests(SynchronousTestCase):
         self.assertTrue(h.sync.live)
         self.assertEqual(h.sync.lastContact, 0)
 
+    def test_keysOf(self) -> None:
+        """
+        The keys of a host's upstreams are listed as spelled in etcd, in the
+        order of the route's upstreams, and follow changes.
+        """
+        h = Harness()
+        h.put("/hosts/h.com/http://127.0.0.1:4001")
+        h.put("/hosts/h.com/127.0.0.1:4000")
+        h.sync.startService()
+        self.assertEqual(h.hosts(), {"h.com": ["127.0.0.1:4000", "127.0.0.1:4001"]})
+        self.assertEqual(
+            h.sync.keysOf("h.com"),
+            ["/hosts/h.com/127.0.0.1:4000", "/hosts/h.com/http://127.0.0.1:4001"],
+        )
+        h.delete("/hosts/h.com/127.0.0.1:4000")
+        self.assertEqual(h.sync.keysOf("h.com"), ["/hosts/h.com/http://127.0.0.1:4001"])
+        self.assertEqual(h.sync.keysOf("nothing.com"), [])
+
     def test_emptyPrefix(self) -> None:
         """
         No keys at all still loads a table: unknown hosts get 404, not 503.

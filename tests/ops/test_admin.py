@@ -117,8 +117,8 @@ class RoutesTests(SynchronousTestCase):
 
     def test_etcd(self) -> None:
         """
-        With etcd, /routes shows the revision, liveness, contact age and
-        skipped keys.
+        With etcd, /routes shows each upstream's key, the revision,
+        liveness, contact age and skipped keys.
         """
         h = AdminHarness(withSync=True)
         h.store.put(b"/hosts/bad", b"")
@@ -126,6 +126,7 @@ class RoutesTests(SynchronousTestCase):
         h.clock.advance(2)
         data = json.loads(h.get("/routes", self)[1])
         self.assertEqual(data["hosts"]["e.com"][0]["weight"], 2)
+        self.assertEqual(data["hosts"]["e.com"][0]["key"], "/hosts/e.com/10.0.0.3:80")
         info = data["etcd"]
         self.assertEqual(info["revision"], h.store.revision)
         self.assertTrue(info["live"])
