@@ -60,17 +60,23 @@ class AccessLogger:
     ) -> None:
         client = request.getClientAddress()
         headers = request.requestHeaders
-        self._log.info(
-            ACCESS_FORMAT,
-            client=getattr(client, "host", "-"),
-            timestamp=self._timestamp(),
-            method=_quote(request.method),
-            uri=_quote(request.uri),
-            protocol=_quote(request.clientproto),
-            status=status,
-            size=request.sentLength,
-            referer=_quote(headers.getRawHeaders(b"referer", [None])[-1]),
-            user_agent=_quote(headers.getRawHeaders(b"user-agent", [None])[-1]),
-            upstream=str(upstream) if upstream is not None else "-",
-            duration=duration,
-        )
+        fields = {
+            "client": getattr(client, "host", "-"),
+            "timestamp": self._timestamp(),
+            "method": _quote(request.method),
+            "uri": _quote(request.uri),
+            "protocol": _quote(request.clientproto),
+            "status": status,
+            "size": request.sentLength,
+            "referer": _quote(headers.getRawHeaders(b"referer", [None])[-1]),
+            "user_agent": _quote(headers.getRawHeaders(b"user-agent", [None])[-1]),
+            "upstream": str(upstream) if upstream is not None else "-",
+            "duration": duration,
+        }
+        # The line is built once, by str.format in C; the event's format is
+        # that line with its braces escaped, so that an observer renders it
+        # without twisted.logger's pure-Python formatter walking twelve
+        # fields (most of the access log's cost).  The fields stay in the
+        # event for JSON logs.
+        line = ACCESS_FORMAT.format_map(fields)
+        self._log.info(line.replace("{", "{{").replace("}", "}}"), **fields)

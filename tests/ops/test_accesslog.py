@@ -40,3 +40,26 @@ class AccessLogTests(SynchronousTestCase):
         )
         self.assertEqual(event["status"], 200)
         self.assertEqual(event["upstream"], "10.0.0.1:80")
+
+    def test_bracesInRequest(self) -> None:
+        """
+        Braces a client puts in the URI or headers are logged as sent, not
+        read as format fields.
+        """
+        events: list[dict[str, object]] = []
+        logger = AccessLogger(Clock(), Logger(observer=events.append))
+        request = DummyRequest([b"a"])
+        request.uri = b"/{status}{}?q={0}"
+        request.method = b"GET"
+        request.clientproto = b"HTTP/1.1"
+        request.requestHeaders.setRawHeaders(b"user-agent", [b"{user_agent}"])
+        request.sentLength = 0
+        request.client = IPv4Address("TCP", "192.0.2.7", 5555)
+        logger(request, 404, None, 0.0)
+        [event] = events
+        self.assertEqual(
+            formatEvent(event),
+            '192.0.2.7 - - [01/Jan/1970:00:00:00 +0000] "GET /{status}{}?q={0} '
+            'HTTP/1.1" 404 0 "-" "{user_agent}" upstream=- duration=0.000000',
+        )
+        self.assertEqual(event["uri"], "/{status}{}?q={0}")
