@@ -9,7 +9,8 @@ L{makeService} is not given one.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -145,8 +146,11 @@ class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
         "A reverse proxy and HTTP load balancer. Routes requests by their Host "
-        "header to upstreams given with --route (or to one --upstream), "
-        "balancing over the upstreams of each host."
+        "header, balancing over the upstreams of each host. Routes come from "
+        "one of three sources: --route options (or one --upstream for every "
+        "host), a --routes-file (the JSON of revproxyctl export, reloaded when "
+        "it changes and on SIGHUP), or etcd (--etcd, followed live). SIGTERM "
+        "and SIGINT drain and stop; SIGHUP reloads."
     )
 
     optFlags = [
@@ -182,6 +186,34 @@ class Options(usage.Options):
         self["route"] = []
         self["routes"] = {}
 
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """
+        Parse C{options}.  Under twistd (as its subcommand, with a
+        C{parent}), a bad one ends the process with one line on standard
+        error and exit status 2 rather than twistd's whole usage (which
+        C{--help} prints); used directly, it raises L{usage.UsageError}.
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            if getattr(self, "parent", None) is None:
+                raise
+            sys.stderr.write(
+                f"revproxy: {e}; see twistd revproxy --help\n"
+            )
+            sys.stderr.flush()
+            raise SystemExit(2) from None
+
+    def opt_version(self) -> None:
+        """
+        Print revproxy's version and exit.
+        """
+        from revproxy import __version__
+
+        sys.stdout.write(f"revproxy {__version__}\n")
+        sys.stdout.flush()
+        raise SystemExit(0)
+
     def opt_port(self, port: str) -> None:
         """
         Listen on TCP port N (shorthand for --listen tcp:N).
@@ -200,8 +232,7 @@ class Options(usage.Options):
 
     def opt_route(self, route: str) -> None:
         """
-        A static route HOST=UPSTREAM[,UPSTREAM...]; repeatable.  HOST may be
-        *.suffix or * (the default route).
+        A static route HOST=UPSTREAM[,UPSTREAM...]; repeatable; HOST may be *.suffix or * (the default).
         """
         try:
             host, upstreams = parseRoute(route)

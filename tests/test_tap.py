@@ -233,3 +233,55 @@ class PluginTests(SynchronousTestCase):
         """
         [plugin] = [p for p in getPlugins(IServiceMaker) if p.tapname == "revproxy"]
         self.assertIs(plugin.options, Options)
+
+
+class MessagesTests(SynchronousTestCase):
+    def _underTwistd(self, *argv: str) -> tuple[object, str, str]:
+        import io
+        import sys
+
+        from twisted.scripts.twistd import ServerOptions
+
+        out, err = io.StringIO(), io.StringIO()
+        self.patch(sys, "stdout", out)
+        self.patch(sys, "stderr", err)
+        with self.assertRaises(SystemExit) as cm:
+            ServerOptions().parseOptions(["revproxy", *argv])
+        return cm.exception.code, out.getvalue(), err.getvalue()
+
+    def test_badOptionOneLine(self) -> None:
+        """Under twistd a bad option value prints one line naming it and exits 2."""
+        code, out, err = self._underTwistd("--port", "abc")
+        self.assertEqual(code, 2)
+        self.assertEqual(out, "")
+        self.assertEqual(
+            err,
+            "revproxy: --port: 'abc' is not a TCP port number; "
+            "see twistd revproxy --help\n",
+        )
+
+    def test_unknownOptionOneLine(self) -> None:
+        """Under twistd an unknown option prints one line and exits 2."""
+        code, out, err = self._underTwistd("--bogus")
+        self.assertEqual(code, 2)
+        self.assertEqual(err.count("\n"), 1)
+        self.assertIn("--bogus", err)
+
+    def test_version(self) -> None:
+        """--version prints revproxy's version and exits 0."""
+        from revproxy import __version__
+
+        code, out, err = self._underTwistd("--version")
+        self.assertEqual((code, out, err), (0, f"revproxy {__version__}\n", ""))
+
+    def test_directUseRaises(self) -> None:
+        """Used directly (not under twistd), a bad option raises UsageError."""
+        self.assertRaises(UsageError, _parse, "--port", "abc")
+
+    def test_helpNamesSources(self) -> None:
+        """The help text names all three route sources and wraps without runs of spaces."""
+        text = str(Options())
+        for word in ("--route", "--routes-file", "--etcd"):
+            self.assertIn(word, Options.longdesc)
+        for line in text.splitlines():
+            self.assertNotIn("   ", line[30:].strip(), line)
