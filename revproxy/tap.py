@@ -33,6 +33,7 @@ from revproxy.routing.balancing import POLICIES, policyNamed
 from revproxy.ops.drain import DrainService
 from revproxy.ops.logs import LOG_FORMATS, JSONLogging
 from revproxy.ops.metrics import ProxyMetrics
+from revproxy.ops.routelog import RouteChangeLog
 from revproxy.forward.resource import RoutingProxyResource
 from revproxy.routing.resolver import RouteResolver
 from revproxy.routing import (
@@ -405,6 +406,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         resolver = RouteResolver(
             RouteTable.fromMapping(options["routes"], policy), policy
         )
+    resolver.changeLog = RouteChangeLog(reactor)
     resolver.setServiceParent(root)
     states = UpstreamStates()
     resolver.addObserver(states)

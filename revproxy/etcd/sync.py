@@ -167,7 +167,7 @@ class EtcdRouteSync(Service):
         touched = self._replaceAll(
             (e.key, e.value) for e in snapshot.entries
         )
-        self.revision = snapshot.revision
+        self.revision = snapshot.revision  # before _publish names it
         if first:
             self._resolver.replace(
                 RouteTable().withChanges(
@@ -279,7 +279,9 @@ class EtcdRouteSync(Service):
         Swap in a table with the current upstreams of C{hosts}.
         """
         if hosts:
-            self._resolver.apply(self._changes(hosts))
+            self._resolver.apply(
+                self._changes(hosts), cause=f"revision {self.revision}"
+            )
 
     def events(self, batch: WatchEvents) -> None:
         """
