@@ -147,7 +147,7 @@ class MakeServiceTests(SynchronousTestCase):
         names = [s.name for s in service]
         self.assertEqual(
             names,
-            ["route-resolver", "upstream-pool", "drain", "listen tcp:3000", "listen tcp:3001"],
+            ["route-resolver", "upstream-pool", "drain", "sighup", "listen tcp:3000", "listen tcp:3001"],
         )
         resolver = service.getServiceNamed("route-resolver")
         self.assertIsInstance(resolver, RouteResolver)

@@ -107,6 +107,16 @@ class EtcdRouteSync(Service):
         super().stopService()
         return self._follower.stop()
 
+    def relist(self) -> str:
+        """
+        Read every route from etcd again and apply the difference (on
+        C{SIGHUP}); return what was done, in words.
+        """
+        if not self.running:
+            return "etcd sync not running"
+        self._follower.relist()
+        return f"re-listing etcd routes under {self.prefix}"
+
     @property
     def endpoint(self) -> str | None:
         """
