@@ -33,6 +33,7 @@ from revproxy.ops.drain import DrainService
 from revproxy.ops.logs import LOG_FORMATS, JSONLogging
 from revproxy.ops.metrics import ProxyMetrics
 from revproxy.ops.routelog import RouteChangeLog
+from revproxy.ops.fatal import exitOnError
 from revproxy.ops.listener import Listener
 from revproxy.ops.signals import HangupService, Reloader, reopenLogFiles
 from revproxy._compat import logFilesOf
@@ -374,14 +375,27 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         routesFile = RoutesFile(Path(options["routes-file"]), resolver, reactor)
         routesFile.setServiceParent(root)
         reloaders.append(routesFile.reload)
+    embedded = None
     if options.get("embedded-etcd"):
         from revproxy.etcd.embedded import EmbeddedEtcd
 
         binary, dataDir, clientPort = options["embedded-etcd"]
-        EmbeddedEtcd(reactor, binary, dataDir, clientPort).setServiceParent(root)
+        embedded = EmbeddedEtcd(
+            reactor, binary, dataDir, clientPort, fatal=exitOnError(reactor)
+        )
+        embedded.setServiceParent(root)
     if options["etcd"]:
         etcdServices = _etcdServices(options, resolver, reactor)
-        etcdServices.setServiceParent(root)
+        if embedded is not None:
+            # Routes are loaded only from the etcd we started, once it is up.
+            from revproxy.etcd.identity import StartWhenOurs, agentFetch
+
+            StartWhenOurs(
+                etcdServices, reactor, agentFetch(reactor), embedded.clientUrl,
+                embedded.peerUrl, exitOnError(reactor),
+            ).setServiceParent(root)
+        else:
+            etcdServices.setServiceParent(root)
         sync = etcdServices.getServiceNamed("etcd-sync")  # type: ignore[attr-defined]
         reloaders.append(sync.relist)
     pool = UpstreamPool(
