@@ -323,7 +323,7 @@ class EtcdClient:
                 timeout.stop()
                 problem: BaseException = e
                 if timeout.fired:
-                    problem = EtcdTimeout(f"no answer within {self._timeout}s")
+                    problem = EtcdTimeout(f"Timeout: no answer within {self._timeout}s")
                     sent = True
                 elif wasCancelled(e) or isinstance(e, ConnectingCancelledError):
                     # Our caller cancelled the request.

@@ -25,7 +25,8 @@ __all__ = ["HangupService", "Reloader", "reopenLogFiles"]
 
 log = Logger()
 
-#: Reloads one thing and says what it did, in a few words.
+#: Reloads one thing and says what it did, in a few words (or nothing, if
+#: there was nothing to do).
 Reloader = Callable[[], str]
 
 
@@ -74,7 +75,9 @@ class HangupService(Service):
         done: list[str] = []
         for reloader in self.reloaders:
             try:
-                done.append(reloader())
+                what = reloader()
+                if what:  # a reloader with nothing to do says nothing
+                    done.append(what)
             except Exception:
                 log.failure("SIGHUP: a reload failed")
                 done.append("a reload failed (logged above)")
@@ -96,7 +99,7 @@ def reopenLogFiles(files: Callable[[], Sequence[Any]]) -> Reloader:
             logFile.reopen()
             reopened.append(str(getattr(logFile, "path", logFile)))
         if not reopened:
-            return "no log file to reopen"
+            return ""
         return f"reopened log file {', '.join(reopened)}"
 
     return reopen

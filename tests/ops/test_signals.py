@@ -91,4 +91,10 @@ class HangupTests(SynchronousTestCase):
         f = File()
         self.assertEqual(reopenLogFiles(lambda: [f])(), "reopened log file /var/log/revproxy.log")
         self.assertEqual(f.reopened, 1)
-        self.assertEqual(reopenLogFiles(lambda: [])(), "no log file to reopen")
+        self.assertEqual(reopenLogFiles(lambda: [])(), "")
+
+    def test_nothingToDo(self) -> None:
+        """Reloaders with nothing to do leave the line saying so."""
+        service = HangupService(_Reactor(), [lambda: ""], self.install)
+        service.reload()
+        self.assertEqual(self.lines, ["SIGHUP: nothing to reload; still serving every connection"])
