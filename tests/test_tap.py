@@ -285,3 +285,45 @@ class MessagesTests(SynchronousTestCase):
             self.assertIn(word, Options.longdesc)
         for line in text.splitlines():
             self.assertNotIn("   ", line[30:].strip(), line)
+
+
+class RoutesFileOptionTests(SynchronousTestCase):
+    def _file(self, text: str) -> str:
+        import os
+        import tempfile
+
+        fd, path = tempfile.mkstemp(suffix=".json")
+        os.write(fd, text.encode())
+        os.close(fd)
+        self.addCleanup(os.unlink, path)
+        return path
+
+    def test_loads(self) -> None:
+        """--routes-file loads the routes of the file, its path made absolute."""
+        path = self._file('{"a": ["h:1"]}')
+        o = _parse("--routes-file", path)
+        self.assertEqual(o["routes"], {"a": (Upstream("http", "h", 1),)})
+        self.assertTrue(o["routes-file"].is_absolute())
+
+    def test_badFileAtStart(self) -> None:
+        """A routes file that does not load stops start-up with one line naming the option, the error and its line."""
+        path = self._file('{\n  "a": ["h"]\n}')
+        e = self.assertRaises(UsageError, _parse, "--routes-file", path)
+        self.assertTrue(str(e).startswith(f"--routes-file: {path}: host 'a'"), str(e))
+        self.assertIn("(line 2)", str(e))
+
+    def test_alone(self) -> None:
+        """--routes-file cannot be combined with another route source."""
+        path = self._file("{}")
+        for other in (["--route", "a=h:1"], ["--etcd", "http://e:2379"], ["--upstream", "h:1"]):
+            e = self.assertRaises(UsageError, _parse, "--routes-file", path, *other)
+            self.assertIn("cannot be combined", str(e))
+
+    def test_serviceAndReload(self) -> None:
+        """With --routes-file the tree follows the file and SIGHUP reloads it."""
+        path = self._file('{"a": ["h:1"]}')
+        service = makeService(_parse("--routes-file", path), MemoryReactorClock())
+        names = [s.name for s in service]  # type: ignore[attr-defined]
+        self.assertIn("routes-file", names)
+        hangup = service.getServiceNamed("sighup")  # type: ignore[attr-defined]
+        self.assertEqual(len(hangup.reloaders), 2)  # the file and the log files

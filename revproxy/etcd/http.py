@@ -61,9 +61,9 @@ def describeProblem(problem: BaseException) -> str:
     """
     reasons = getattr(problem, "reasons", None)
     if isinstance(reasons, list) and reasons:
-        return "; ".join(
-            r.getErrorMessage() if isinstance(r, Failure) else str(r) for r in reasons
-        )
+        texts = [r.getErrorMessage() if isinstance(r, Failure) else str(r) for r in reasons]
+        texts = [t.rstrip(".") for t in texts if t.strip()]
+        return "; ".join(dict.fromkeys(texts)) or type(problem).__name__
     text = str(problem)
     return text if text else type(problem).__name__
 

@@ -34,6 +34,7 @@ from tests.integration.upstreams import (
     ProxyProcess,
     UpstreamServer,
     echo,
+    raw,
     request,
 )
 
@@ -198,6 +199,11 @@ async def test_embedded_clean_start_route_line_and_second_instance(tmp_path: Pat
         # Started elsewhere, as from another directory: its own data directory.
         (tmp_path / "second").mkdir()
         secondArgs = args[:-1] + [str(tmp_path / "second" / "etcd")]
+        # SIGHUP re-reads the routes from etcd and applies the difference.
+        os.kill(proc.pid, signal.SIGHUP)
+        await _until(lambda: "hosts changed" in proc.text() and "SIGHUP: re-listing etcd routes under /hosts/" in proc.text(),
+                     5, "the re-list", proc.text)
+        assert re.search(r"etcd: re-listed /hosts/ at revision \d+: 0 hosts changed", proc.text()), proc.text()
         second = ProxyProcess(secondArgs, tmp_path / "second")
         assert await second.exitCode(timeout=15) == 1, second.text()
         errors = [x for x in second.text().splitlines() if "revproxy:" in x]
@@ -269,3 +275,36 @@ async def test_sighup_reopens_logfile(tmp_path: Path) -> None:
             proc.kill()
             proc.wait(10)
         await up.stop()
+
+
+PAGE = b"<html>\n<body>\n<h1>Not etcd</h1>\n</body>\n</html>\n"
+HTML = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: %d\r\n\r\n" % len(PAGE)
+) + PAGE
+
+
+@pytest_twisted.ensureDeferred
+async def test_endpoint_that_is_not_etcd(tmp_path: Path) -> None:
+    """An --etcd endpoint that is an HTML server is reported as not etcd, in one line, without its body, by the proxy and revproxyctl."""
+    web = await UpstreamServer(raw(HTML)).start()
+    url = f"http://{web.address}"
+    proc = ProxyProcess(
+        ["--listen", "tcp:0:interface=127.0.0.1", "--etcd", url, "--etcd-backoff", "0.2"], tmp_path
+    )
+    try:
+        await _until(lambda: proc.text().count("is not etcd") >= 2, 10, "the not-etcd line", proc.text)
+        assert "<html" not in proc.text() and "serves its gateway" not in proc.text(), proc.text()
+        line = [x for x in proc.text().splitlines() if "is not etcd" in x][0]
+        assert f"{url} is not etcd (it answered HTTP 200 to an etcd status request)" in line
+        ctl = await deferToThread(
+            subprocess.run,
+            [sys.executable, "-m", "revproxy.ctl", "--etcd", url, "ls"],
+            capture_output=True, text=True, timeout=30, cwd=ROOT,
+        )
+        assert ctl.returncode == 1
+        assert ctl.stderr == (
+            f"revproxyctl: {url} is not etcd (it answered HTTP 200 to an etcd status request)\n"
+        ), ctl.stderr
+    finally:
+        proc.kill()
+        await web.stop()
