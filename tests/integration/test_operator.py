@@ -229,7 +229,7 @@ async def test_embedded_clean_start_route_line_and_second_instance(tmp_path: Pat
 
 @pytest_twisted.ensureDeferred
 async def test_sigkill_of_proxy_leaves_no_etcd(tmp_path: Path) -> None:
-    """SIGKILL of the proxy kills its embedded etcd too: no etcd process remains."""
+    """A killed etcd is restarted with a line; SIGKILL of the proxy kills its etcd too: no etcd process remains."""
     dataDir = tmp_path / "etcd"
     proc = ProxyProcess(
         ["--listen", "tcp:0:interface=127.0.0.1", "--etcd", "embedded",
@@ -238,7 +238,12 @@ async def test_sigkill_of_proxy_leaves_no_etcd(tmp_path: Path) -> None:
     )
     try:
         await _until(lambda: "etcd: loaded 0 hosts" in proc.text(), 20, "the first load", proc.text)
-        assert _etcdPids(dataDir)
+        [first] = _etcdPids(dataDir)
+        # A killed etcd is restarted, with a line saying so.
+        os.kill(first, signal.SIGKILL)
+        await _until(lambda: "embedded etcd killed by signal 9; restarting it" in proc.text(),
+                     5, "the restart line", proc.text)
+        await _until(lambda: _etcdPids(dataDir) not in ([], [first]), 10, "the restart", proc.text)
         proc.kill()  # SIGKILL
         killed = time.monotonic()
         await _until(lambda: not _etcdPids(dataDir), 5, "etcd's death", proc.text)
@@ -308,3 +313,28 @@ async def test_endpoint_that_is_not_etcd(tmp_path: Path) -> None:
     finally:
         proc.kill()
         await web.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_embedded_crash_loop_backs_off_then_exits_1(tmp_path: Path) -> None:
+    """An etcd that keeps failing is logged with its reason, restarted after 1, 2, 4, 8 s, and the fifth failure ends the proxy with exit 1 and one line."""
+    dataDir = tmp_path / "etcd"
+    dataDir.mkdir()
+    (dataDir / "member-data").write_text("not a directory")
+    proc = ProxyProcess(
+        ["--listen", "tcp:0:interface=127.0.0.1", "--etcd", "embedded",
+         "--etcd-client-port", str(free_port()), "--etcd-data-dir", str(dataDir)],
+        tmp_path,
+    )
+    try:
+        assert await proc.exitCode(timeout=40) == 1, proc.text()
+        text = proc.text()
+        delays = re.findall(r"embedded etcd exit status 1: .*not a directory; restarting it in (\S+)s", text)
+        assert delays == ["1.0", "2.0", "4.0", "8.0"], text
+        final = [x for x in text.splitlines() if "giving up" in x]
+        assert len(final) == 1 and "failed 5 times in a row" in final[0], text
+        assert "Traceback" not in text
+    finally:
+        proc.kill()
+        for pid in _etcdPids(dataDir):
+            os.kill(pid, signal.SIGKILL)
