@@ -376,12 +376,13 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         routesFile.setServiceParent(root)
         reloaders.append(routesFile.reload)
     embedded = None
+    fatal = exitOnError(reactor)  # one for the process: the first error ends it
     if options.get("embedded-etcd"):
         from revproxy.etcd.embedded import EmbeddedEtcd
 
         binary, dataDir, clientPort = options["embedded-etcd"]
         embedded = EmbeddedEtcd(
-            reactor, binary, dataDir, clientPort, fatal=exitOnError(reactor)
+            reactor, binary, dataDir, clientPort, fatal=fatal
         )
         embedded.setServiceParent(root)
     if options["etcd"]:
@@ -392,7 +393,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
 
             StartWhenOurs(
                 etcdServices, reactor, agentFetch(reactor), embedded.clientUrl,
-                embedded.peerUrl, exitOnError(reactor),
+                embedded.peerUrl, fatal,
             ).setServiceParent(root)
         else:
             etcdServices.setServiceParent(root)
