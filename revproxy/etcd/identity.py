@@ -27,6 +27,9 @@ __all__ = ["NotOurEtcd", "StartWhenOurs", "checkMembers", "agentFetch"]
 
 log = Logger()
 
+#: The gateway prefixes of etcd 3.4 and later, 3.3, and 3.2.
+_GATEWAYS = ("/v3/", "/v3beta/", "/v3alpha/")
+
 #: POST a JSON body to a URL; fires with the status code and body.
 Fetch = Callable[[str, bytes], "Deferred[tuple[int, bytes]]"]
 
@@ -125,15 +128,18 @@ class StartWhenOurs(Service):
         self._pending: Deferred[Any] | None = None
         self._retry: Any = None
         self._since = 0.0
+        self._prefix = _GATEWAYS[0]
 
     def startService(self) -> None:
         super().startService()
         self._since = self._clock.seconds()
         self._ask()
 
-    def _ask(self) -> None:
+    def _ask(self, prefix: str = "/v3/") -> None:
         self._retry = None
-        d = self._pending = self._fetch(self.clientUrl + "/v3/cluster/member/list", b"{}")
+        self._prefix = prefix
+        url = f"{self.clientUrl}{prefix}cluster/member/list"
+        d = self._pending = self._fetch(url, b"{}")
         d.addCallbacks(self._answered, self._noAnswer)
         d.addErrback(self._unexpected)
 
@@ -142,6 +148,10 @@ class StartWhenOurs(Service):
         if not self.running:
             return
         code, body = answer
+        later = _GATEWAYS[_GATEWAYS.index(self._prefix) + 1:]
+        if code == 404 and later:  # an older etcd: its gateway's prefix
+            self._ask(later[0])
+            return
         try:
             checkMembers(code, body, self.memberName, self.peerUrl, self.clientUrl)
         except NotOurEtcd as e:

@@ -49,6 +49,7 @@ class StartWhenOursTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.answers: list[Any] = []
+        self.urls: list[str] = []
         self.fatal: list[str] = []
         self.dependent = Service()
         self.gate = StartWhenOurs(
@@ -56,7 +57,7 @@ class StartWhenOursTests(SynchronousTestCase):
         )
 
     def fetch(self, url: str, body: bytes) -> Deferred[tuple[int, bytes]]:
-        self.assertEqual(url, CLIENT + "/v3/cluster/member/list")
+        self.urls.append(url)
         answer = self.answers.pop(0)
         if isinstance(answer, Exception):
             return fail(answer)
@@ -69,6 +70,7 @@ class StartWhenOursTests(SynchronousTestCase):
         self.assertFalse(self.dependent.running)
         self.clock.advance(0.2)
         self.assertTrue(self.dependent.running)
+        self.assertEqual(self.urls, [CLIENT + "/v3/cluster/member/list"] * 2)
         self.successResultOf(self.gate.stopService())
         self.assertFalse(self.dependent.running)
         self.assertEqual(self.clock.getDelayedCalls(), [])
@@ -90,3 +92,14 @@ class StartWhenOursTests(SynchronousTestCase):
         [message] = self.fatal
         self.assertIn("did not answer", message)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_olderGateway(self) -> None:
+        """An etcd that serves its gateway under an older prefix is asked there."""
+        self.answers = [(404, b"404 page not found"), (200, members(("revproxy", PEER)))]
+        self.gate.startService()
+        self.assertTrue(self.dependent.running)
+        self.assertEqual(
+            self.urls,
+            [CLIENT + "/v3/cluster/member/list", CLIENT + "/v3beta/cluster/member/list"],
+        )
+        self.gate.stopService()
