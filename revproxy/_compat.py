@@ -22,6 +22,7 @@ from twisted.python.failure import Failure
 
 __all__ = [
     "clearExitSignal",
+    "logFilesOf",
     "quietHTTPConnectionPool",
     "publisherObservers",
     "waitingProcessMonitor",
@@ -61,6 +62,27 @@ def publisherObservers(publisher: LogPublisher) -> list[ILogObserver]:
     """
     observers: list[ILogObserver] = list(publisher._observers)
     return observers
+
+
+def logFilesOf(publisher: LogPublisher) -> list[Any]:
+    """
+    The log files (L{twisted.python.logfile.BaseLogFile}, which can be
+    reopened) that the file observers of C{publisher} write to: twistd's
+    C{--logfile}, for C{SIGHUP} to reopen after an external rotation.
+
+    Private name: C{FileLogObserver._outFile}, the file a
+    L{twisted.logger.FileLogObserver} writes to; twistd keeps no public
+    reference to the L{LogFile} it opens for C{--logfile}.
+    """
+    from twisted.logger import FileLogObserver
+    from twisted.python.logfile import BaseLogFile
+
+    return [
+        observer._outFile
+        for observer in publisherObservers(publisher)
+        if isinstance(observer, FileLogObserver)
+        and isinstance(getattr(observer, "_outFile", None), BaseLogFile)
+    ]
 
 
 def quietHTTPConnectionPool(reactor: Any) -> Any:

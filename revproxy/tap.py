@@ -9,15 +9,15 @@ L{makeService} is not given one.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.application.service import IService, MultiService, Service
+from twisted.application.service import IService, MultiService
 from twisted.internet.endpoints import serverFromString
+from twisted.logger import globalLogPublisher
 from twisted.python import usage
-from twisted.python.failure import Failure
 from twisted.web.server import Site
 
 from revproxy.config import (
@@ -32,6 +32,11 @@ from revproxy.routing.balancing import POLICIES, policyNamed
 from revproxy.ops.drain import DrainService
 from revproxy.ops.logs import LOG_FORMATS, JSONLogging
 from revproxy.ops.metrics import ProxyMetrics
+from revproxy.ops.routelog import RouteChangeLog
+from revproxy.ops.fatal import exitOnError
+from revproxy.ops.listener import Listener
+from revproxy.ops.signals import HangupService, Reloader, reopenLogFiles
+from revproxy._compat import logFilesOf
 from revproxy.forward.resource import RoutingProxyResource
 from revproxy.routing.resolver import RouteResolver
 from revproxy.routing import (
@@ -137,6 +142,27 @@ def _embeddedEtcd(options: usage.Options) -> tuple[str, Path, int]:
     return binary, dataDir, int(port)
 
 
+def _routesFile(options: usage.Options) -> dict[str, Any]:
+    """
+    Check C{--routes-file}: the only source of routes, and a file that
+    loads; make its path absolute.
+    """
+    from revproxy.ops.routesfile import readRoutesFile
+    from revproxy.routing.documents import DocumentError
+
+    if options["routes"] or options["etcd"] or options["upstream"]:
+        raise usage.UsageError(
+            "--routes-file: routes come from the file; it cannot be combined "
+            "with --route, --upstream or --etcd"
+        )
+    path = Path(options["routes-file"]).absolute()
+    options["routes-file"] = path
+    try:
+        return dict(readRoutesFile(path))
+    except DocumentError as e:
+        raise usage.UsageError(f"--routes-file: {e}") from None
+
+
 class Options(usage.Options):
     """
     C{twistd revproxy} options.
@@ -145,8 +171,11 @@ class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
         "A reverse proxy and HTTP load balancer. Routes requests by their Host "
-        "header to upstreams given with --route (or to one --upstream), "
-        "balancing over the upstreams of each host."
+        "header, balancing over the upstreams of each host. Routes come from "
+        "one of three sources: --route options (or one --upstream for every "
+        "host), a --routes-file (the JSON of revproxyctl export, reloaded when "
+        "it changes and on SIGHUP), or etcd (--etcd, followed live). SIGTERM "
+        "and SIGINT drain and stop; SIGHUP reloads."
     )
 
     optFlags = [
@@ -156,6 +185,7 @@ class Options(usage.Options):
     optParameters = [
         ["balance", None, "round-robin", f"Balancing policy: {', '.join(POLICIES)}."],
         ["upstream", None, None, "Single-host mode: send every request to URL."],
+        ["routes-file", None, None, "Routes from FILE, the JSON of revproxyctl export; reloaded when it changes and on SIGHUP."],
         ["etcd", None, None, "etcd endpoints to load routes from: URL[,URL...], or 'embedded' to run a single-member etcd as a child process."],
         ["etcd-data-dir", None, "revproxy-etcd", "With --etcd embedded: the etcd data directory."],
         ["etcd-client-port", None, "2379", "With --etcd embedded: the etcd client port on 127.0.0.1."],
@@ -182,6 +212,34 @@ class Options(usage.Options):
         self["route"] = []
         self["routes"] = {}
 
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """
+        Parse C{options}.  Under twistd (as its subcommand, with a
+        C{parent}), a bad one ends the process with one line on standard
+        error and exit status 2 rather than twistd's whole usage (which
+        C{--help} prints); used directly, it raises L{usage.UsageError}.
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            if getattr(self, "parent", None) is None:
+                raise
+            sys.stderr.write(
+                f"revproxy: {e}; see twistd revproxy --help\n"
+            )
+            sys.stderr.flush()
+            raise SystemExit(2) from None
+
+    def opt_version(self) -> None:
+        """
+        Print revproxy's version and exit.
+        """
+        from revproxy import __version__
+
+        sys.stdout.write(f"revproxy {__version__}\n")
+        sys.stdout.flush()
+        raise SystemExit(0)
+
     def opt_port(self, port: str) -> None:
         """
         Listen on TCP port N (shorthand for --listen tcp:N).
@@ -200,8 +258,7 @@ class Options(usage.Options):
 
     def opt_route(self, route: str) -> None:
         """
-        A static route HOST=UPSTREAM[,UPSTREAM...]; repeatable.  HOST may be
-        *.suffix or * (the default route).
+        A static route HOST=UPSTREAM[,UPSTREAM...]; repeatable; HOST may be *.suffix or * (the default).
         """
         try:
             host, upstreams = parseRoute(route)
@@ -244,6 +301,8 @@ class Options(usage.Options):
                     "it cannot be combined with --route or --etcd"
                 )
             self["routes"] = {"*": (upstream,)}
+        if self["routes-file"] is not None:
+            self["routes"] = _routesFile(self)
         self["prefix"] = _option("--prefix", parseKeyPrefix, self["prefix"])
         self["embedded-etcd"] = None
         if self["etcd"] == "embedded":
@@ -256,83 +315,13 @@ class Options(usage.Options):
                 raise usage.UsageError(
                     "--etcd: routes come from etcd; --route cannot be combined with it"
                 )
-        elif not self["routes"]:
+        elif not self["routes"] and self["routes-file"] is None:
             raise usage.UsageError(
-                "no routes: give --route HOST=UPSTREAM, --upstream URL or --etcd URL"
+                "no routes: give --route HOST=UPSTREAM, --upstream URL, "
+                "--routes-file FILE or --etcd URL"
             )
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
-
-
-class Listener(Service):
-    """
-    A listening port that, when it cannot be bound, stops start-up with a
-    one-line message and exit status 1 instead of a traceback.
-
-    It binds in C{privilegedStartService} (before twistd drops privileges),
-    as C{strports.service} does, and reports a failed bind at once rather
-    than logging it after start-up has gone on.
-    """
-
-    def __init__(self, description: str, factory: Any, reactor: Any) -> None:
-        self.description = description
-        self.setName(f"listen {description}")
-        self._endpoint = serverFromString(reactor, description)
-        self._factory = factory
-        self._listening: Deferred[Any] | None = None
-        self._port: Any = None
-
-    def privilegedStartService(self) -> None:
-        super().privilegedStartService()
-        self._listen()
-
-    def startService(self) -> None:
-        super().startService()
-        self._listen()
-
-    def _listen(self) -> None:
-        if self._listening is not None:
-            return
-        failed: list[Failure] = []
-
-        def listening(port: Any) -> Any:
-            self._port = port
-            return port
-
-        self._listening = self._endpoint.listen(self._factory)
-        self._listening.addCallback(listening)
-        self._listening.addErrback(lambda f: failed.append(f))
-        if failed:
-            raise SystemExit(
-                f"revproxy: cannot listen on {self.description}: "
-                f"{failed[0].getErrorMessage()}"
-            )
-
-    def whenListening(self) -> Deferred[Any]:
-        """
-        A Deferred that fires with the listening port once it is bound.
-        """
-        d: Deferred[Any] = Deferred()
-        if self._port is not None:
-            d.callback(self._port)
-        elif self._listening is not None:
-
-            def listening(port: Any) -> Any:
-                d.callback(port)
-                return port
-
-            self._listening.addCallback(listening)
-        return d
-
-    def stopService(self) -> Deferred[None] | None:
-        super().stopService()
-        listening, self._listening = self._listening, None
-        port, self._port = self._port, None
-        if port is not None:
-            return maybeDeferred(port.stopListening)
-        if listening is not None:
-            listening.cancel()
-        return None
 
 
 def _etcdServices(options: Options | dict[str, Any], resolver: RouteResolver,
@@ -374,19 +363,42 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         resolver = RouteResolver(
             RouteTable.fromMapping(options["routes"], policy), policy
         )
+    resolver.changeLog = RouteChangeLog(reactor)
     resolver.setServiceParent(root)
     states = UpstreamStates()
     resolver.addObserver(states)
     sync = None
+    reloaders: list[Reloader] = []
+    if options.get("routes-file"):
+        from revproxy.ops.routesfile import RoutesFile
+
+        routesFile = RoutesFile(Path(options["routes-file"]), resolver, reactor)
+        routesFile.setServiceParent(root)
+        reloaders.append(routesFile.reload)
+    embedded = None
+    fatal = exitOnError(reactor)  # one for the process: the first error ends it
     if options.get("embedded-etcd"):
         from revproxy.etcd.embedded import EmbeddedEtcd
 
         binary, dataDir, clientPort = options["embedded-etcd"]
-        EmbeddedEtcd(reactor, binary, dataDir, clientPort).setServiceParent(root)
+        embedded = EmbeddedEtcd(
+            reactor, binary, dataDir, clientPort, fatal=fatal
+        )
+        embedded.setServiceParent(root)
     if options["etcd"]:
         etcdServices = _etcdServices(options, resolver, reactor)
-        etcdServices.setServiceParent(root)
+        if embedded is not None:
+            # Routes are loaded only from the etcd we started, once it is up.
+            from revproxy.etcd.identity import StartWhenOurs, agentFetch
+
+            StartWhenOurs(
+                etcdServices, reactor, agentFetch(reactor), embedded.clientUrl,
+                embedded.peerUrl, fatal,
+            ).setServiceParent(root)
+        else:
+            etcdServices.setServiceParent(root)
         sync = etcdServices.getServiceNamed("etcd-sync")  # type: ignore[attr-defined]
+        reloaders.append(sync.relist)
     pool = UpstreamPool(
         reactor,
         connectTimeout=options["connect-timeout"],
@@ -407,6 +419,8 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
     site = ProxySite(resource, reactor=reactor)
     site.timeOut = options["idle-timeout"]
     DrainService(resource, site, reactor, options["drain-timeout"]).setServiceParent(root)
+    reloaders.append(reopenLogFiles(lambda: logFilesOf(globalLogPublisher)))
+    HangupService(reactor, reloaders).setServiceParent(root)
     for description in options["listen"]:
         Listener(description, site, reactor).setServiceParent(root)
     if options["admin"]:

@@ -15,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from revproxy._compat import (
     clearExitSignal,
+    logFilesOf,
     publisherObservers,
     quietHTTPConnectionPool,
     waitingProcessMonitor,
@@ -55,6 +56,26 @@ class TwistedPrivatesTests(SynchronousTestCase):
             clearExitSignal(reactor)
             self.assertEqual(reactor._exitSignal, expected)
         clearExitSignal(object())  # a clock without the attribute
+
+    def test_logFilesOf(self) -> None:
+        """
+        A FileLogObserver keeps the file it writes to in C{_outFile}, and the
+        log files among a publisher's observers are found.
+        """
+        import tempfile
+
+        from twisted.logger import FileLogObserver, textFileLogObserver
+        from twisted.python.logfile import LogFile
+
+        directory = tempfile.mkdtemp(prefix="revproxy-test-")
+        self.addCleanup(__import__("shutil").rmtree, directory, True)
+        logFile = LogFile("t.log", directory)
+        self.addCleanup(logFile.close)
+        observer = textFileLogObserver(logFile)
+        self.assertIsInstance(observer, FileLogObserver)
+        self.assertIs(observer._outFile, logFile)
+        publisher = LogPublisher([].append, observer)
+        self.assertEqual(logFilesOf(publisher), [logFile])
 
     def test_publisherObservers(self) -> None:
         """

@@ -147,7 +147,7 @@ class MakeServiceTests(SynchronousTestCase):
         names = [s.name for s in service]
         self.assertEqual(
             names,
-            ["route-resolver", "upstream-pool", "drain", "listen tcp:3000", "listen tcp:3001"],
+            ["route-resolver", "upstream-pool", "drain", "sighup", "listen tcp:3000", "listen tcp:3001"],
         )
         resolver = service.getServiceNamed("route-resolver")
         self.assertIsInstance(resolver, RouteResolver)
@@ -233,3 +233,97 @@ class PluginTests(SynchronousTestCase):
         """
         [plugin] = [p for p in getPlugins(IServiceMaker) if p.tapname == "revproxy"]
         self.assertIs(plugin.options, Options)
+
+
+class MessagesTests(SynchronousTestCase):
+    def _underTwistd(self, *argv: str) -> tuple[object, str, str]:
+        import io
+        import sys
+
+        from twisted.scripts.twistd import ServerOptions
+
+        out, err = io.StringIO(), io.StringIO()
+        self.patch(sys, "stdout", out)
+        self.patch(sys, "stderr", err)
+        with self.assertRaises(SystemExit) as cm:
+            ServerOptions().parseOptions(["revproxy", *argv])
+        return cm.exception.code, out.getvalue(), err.getvalue()
+
+    def test_badOptionOneLine(self) -> None:
+        """Under twistd a bad option value prints one line naming it and exits 2."""
+        code, out, err = self._underTwistd("--port", "abc")
+        self.assertEqual(code, 2)
+        self.assertEqual(out, "")
+        self.assertEqual(
+            err,
+            "revproxy: --port: 'abc' is not a TCP port number; "
+            "see twistd revproxy --help\n",
+        )
+
+    def test_unknownOptionOneLine(self) -> None:
+        """Under twistd an unknown option prints one line and exits 2."""
+        code, out, err = self._underTwistd("--bogus")
+        self.assertEqual(code, 2)
+        self.assertEqual(err.count("\n"), 1)
+        self.assertIn("--bogus", err)
+
+    def test_version(self) -> None:
+        """--version prints revproxy's version and exits 0."""
+        from revproxy import __version__
+
+        code, out, err = self._underTwistd("--version")
+        self.assertEqual((code, out, err), (0, f"revproxy {__version__}\n", ""))
+
+    def test_directUseRaises(self) -> None:
+        """Used directly (not under twistd), a bad option raises UsageError."""
+        self.assertRaises(UsageError, _parse, "--port", "abc")
+
+    def test_helpNamesSources(self) -> None:
+        """The help text names all three route sources and wraps without runs of spaces."""
+        text = str(Options())
+        for word in ("--route", "--routes-file", "--etcd"):
+            self.assertIn(word, Options.longdesc)
+        for line in text.splitlines():
+            self.assertNotIn("   ", line[30:].strip(), line)
+
+
+class RoutesFileOptionTests(SynchronousTestCase):
+    def _file(self, text: str) -> str:
+        import os
+        import tempfile
+
+        fd, path = tempfile.mkstemp(suffix=".json")
+        os.write(fd, text.encode())
+        os.close(fd)
+        self.addCleanup(os.unlink, path)
+        return path
+
+    def test_loads(self) -> None:
+        """--routes-file loads the routes of the file, its path made absolute."""
+        path = self._file('{"a": ["h:1"]}')
+        o = _parse("--routes-file", path)
+        self.assertEqual(o["routes"], {"a": (Upstream("http", "h", 1),)})
+        self.assertTrue(o["routes-file"].is_absolute())
+
+    def test_badFileAtStart(self) -> None:
+        """A routes file that does not load stops start-up with one line naming the option, the error and its line."""
+        path = self._file('{\n  "a": ["h"]\n}')
+        e = self.assertRaises(UsageError, _parse, "--routes-file", path)
+        self.assertTrue(str(e).startswith(f"--routes-file: {path}: host 'a'"), str(e))
+        self.assertIn("(line 2)", str(e))
+
+    def test_alone(self) -> None:
+        """--routes-file cannot be combined with another route source."""
+        path = self._file("{}")
+        for other in (["--route", "a=h:1"], ["--etcd", "http://e:2379"], ["--upstream", "h:1"]):
+            e = self.assertRaises(UsageError, _parse, "--routes-file", path, *other)
+            self.assertIn("cannot be combined", str(e))
+
+    def test_serviceAndReload(self) -> None:
+        """With --routes-file the tree follows the file and SIGHUP reloads it."""
+        path = self._file('{"a": ["h:1"]}')
+        service = makeService(_parse("--routes-file", path), MemoryReactorClock())
+        names = [s.name for s in service]  # type: ignore[attr-defined]
+        self.assertIn("routes-file", names)
+        hangup = service.getServiceNamed("sighup")  # type: ignore[attr-defined]
+        self.assertEqual(len(hangup.reloaders), 2)  # the file and the log files

@@ -132,6 +132,12 @@ def buildParser() -> argparse.ArgumentParser:
         parents=[common],
         description="Manage revproxy's routes in etcd.",
     )
+    from revproxy import __version__
+
+    parser.add_argument(
+        "--version", action="version", version=f"{PROG} {__version__}",
+        help="print revproxyctl's version and exit",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(name: str, help: str) -> argparse.ArgumentParser:

@@ -417,5 +417,7 @@ def describeFailure(failure: Failure, endpoints: Sequence[str]) -> str:
     if failure.check(EtcdTimeout):
         return f"etcd at {where} did not answer in time: {failure.value}"
     if failure.check(EtcdError):
+        if cast(EtcdError, failure.value).code is None:  # e.g. "... is not etcd"
+            return str(failure.value)
         return f"etcd at {where} failed: {failure.value}"
-    return f"unexpected error talking to etcd at {where}: {failure.value!r}"
+    return f"unexpected error talking to etcd at {where}: {failure.getErrorMessage()}"

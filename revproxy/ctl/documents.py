@@ -8,12 +8,13 @@ with the proxy's parsers before anything is written.
 
 from __future__ import annotations
 
-import json
 from typing import Any, TextIO, Union
 
 from revproxy.ctl.args import UsageError
 from revproxy.ctl.plans import RouteState
-from revproxy.routing import RouteError, Upstream, parseHostPattern, parseUpstream
+from revproxy.routing import Upstream
+from revproxy.routing.documents import DocumentError, Routes
+from revproxy.routing.documents import parseRouteDocument as _parse
 
 __all__ = [
     "DocumentEntry",
@@ -27,96 +28,20 @@ __all__ = [
 
 #: An upstream in a document: an address (weight 1) or an object.
 DocumentEntry = Union[str, dict[str, Any]]
-Routes = dict[str, tuple[Upstream, ...]]
-
-
-def _noDuplicateKeys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise UsageError(f"{key!r} appears twice in one JSON object")
-        obj[key] = value
-    return obj
-
-
-def _documentEntry(entry: object, host: str, where: str) -> Upstream:
-    if isinstance(entry, str):
-        return parseUpstream(entry)
-    if isinstance(entry, dict):
-        unknown = set(entry) - {"upstream", "weight"}
-        if unknown:
-            raise RouteError(f"{where}: unknown field {sorted(unknown)[0]!r}")
-        address = entry.get("upstream")
-        if not isinstance(address, str):
-            raise RouteError(f'{where}: "upstream" must be an address string')
-        weight = entry.get("weight", 1)
-        if isinstance(weight, bool) or not isinstance(weight, int) or weight < 1:
-            raise RouteError(
-                f"{where}: weight {weight!r} is not a whole number of at least 1"
-            )
-        return parseUpstream(address, weight)
-    raise RouteError(
-        f'{where}: expected an address or {{"upstream": ADDRESS, "weight": N}}'
-    )
 
 
 def parseRouteDocument(text: str, source: str) -> Routes:
     """
-    Parse and validate a route document: a JSON object mapping each host
-    pattern to a non-empty list of upstreams, each an address string (weight
-    1) or C{{"upstream": ADDRESS, "weight": N}}.  The whole document is
-    checked before it is used.
+    Parse and validate a route document with the proxy's own parser
+    (L{revproxy.routing.documents}).
 
     @raise UsageError: naming the first problem (and how many more there
         are), prefixed with C{source}.
     """
     try:
-        obj = json.loads(text, object_pairs_hook=_noDuplicateKeys)
-    except UsageError as e:
-        raise UsageError(f"{source}: {e}") from None
-    except ValueError as e:
-        raise UsageError(f"{source}: not valid JSON: {e}") from None
-    if not isinstance(obj, dict):
-        raise UsageError(
-            f"{source}: expected a JSON object mapping each host to a list of "
-            "upstreams"
-        )
-    routes: Routes = {}
-    problems: list[str] = []
-    for rawHost, entries in obj.items():
-        try:
-            host = parseHostPattern(rawHost)
-            if host in routes:
-                raise RouteError(f"host {host!r} appears twice")
-            if not isinstance(entries, list):
-                raise RouteError(f"host {host!r}: expected a list of upstreams")
-            if not entries:
-                raise RouteError(
-                    f"host {host!r}: no upstreams (remove a host with rm, or "
-                    "import --replace without it)"
-                )
-            upstreams: list[Upstream] = []
-            for i, entry in enumerate(entries, 1):
-                where = f"host {host!r}, upstream #{i}"
-                try:
-                    upstream = _documentEntry(entry, host, where)
-                except RouteError as e:
-                    message = str(e)
-                    if not message.startswith(where):
-                        message = f"{where}: {message}"
-                    raise RouteError(message) from None
-                if upstream in upstreams:
-                    raise RouteError(
-                        f"host {host!r}: upstream {upstream} is listed twice"
-                    )
-                upstreams.append(upstream)
-            routes[host] = tuple(upstreams)
-        except RouteError as e:
-            problems.append(str(e))
-    if problems:
-        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
-        raise UsageError(f"{source}: {problems[0]}{more}; nothing was written")
-    return routes
+        return _parse(text, source)
+    except DocumentError as e:
+        raise UsageError(f"{e}; nothing was written") from None
 
 
 def documentEntry(upstream: Upstream) -> DocumentEntry:

@@ -105,8 +105,8 @@ from revproxy._compat import (
     parseEtcdRevision,
     parseEtcdStatus,
 )
-from revproxy.etcd.decoder import parseUnaryAnswer
-from revproxy.etcd.http import BytesProducer, Timeout, wasCancelled
+from revproxy.etcd.decoder import isEtcdAnswer, parseUnaryAnswer
+from revproxy.etcd.http import BytesProducer, Timeout, describeProblem, wasCancelled
 from revproxy.etcd.types import (
     Comparison,
     Delete,
@@ -232,17 +232,17 @@ class EtcdClient:
     async def _discover(self, endpoint: str) -> str:
         for prefix in API_PREFIXES:
             response = await self._post(endpoint + prefix + "maintenance/status", {})
-            await content(response)
-            if response.code != 404:
-                log.info(
-                    "etcd {endpoint} serves its gateway under {prefix}",
-                    endpoint=endpoint,
-                    prefix=prefix,
-                )
-                return prefix
-        raise EtcdError(
-            None, f"{endpoint} serves no etcd v3 gateway under {API_PREFIXES}", 404
-        )
+            body = await content(response)
+            if response.code == 404:
+                continue
+            if not isEtcdAnswer(body):
+                why = f"it answered HTTP {response.code} to an etcd status request"
+                raise EtcdError(None, f"{endpoint} is not etcd ({why})", response.code)
+            log.info("etcd {endpoint} serves its gateway under {prefix}",
+                     endpoint=endpoint, prefix=prefix)
+            return prefix
+        why = f"no etcd v3 gateway under {', '.join(API_PREFIXES)}"
+        raise EtcdError(None, f"{endpoint} is not etcd ({why})", 404)
 
     async def _prefixFor(self, endpoint: str) -> str:
         known = self._prefixes.get(endpoint)
@@ -323,7 +323,7 @@ class EtcdClient:
                 timeout.stop()
                 problem: BaseException = e
                 if timeout.fired:
-                    problem = EtcdTimeout(f"no answer within {self._timeout}s")
+                    problem = EtcdTimeout(f"Timeout: no answer within {self._timeout}s")
                     sent = True
                 elif wasCancelled(e) or isinstance(e, ConnectingCancelledError):
                     # Our caller cancelled the request.
@@ -346,16 +346,14 @@ class EtcdClient:
                     raise
             finally:
                 timeout.stop()
-            problems.append(f"{endpoint}: {problem!r}")
+            reason = describeProblem(problem)
+            problems.append(f"{endpoint}: {reason}")
             if self._current == index:
                 self._current = (index + 1) % len(self._endpoints)
-            log.warn(
-                "etcd {endpoint} failed ({problem}) on {method}; next endpoint: {next}",
-                endpoint=endpoint,
-                problem=repr(problem),
-                method=method,
-                next=self._endpoints[self._current],
-            )
+            if len(self._endpoints) > 1:  # else the caller's line says it
+                log.warn("etcd {endpoint} failed ({problem}) on {method}; next "
+                         "endpoint: {next}", endpoint=endpoint, problem=reason,
+                         method=method, next=self._endpoints[self._current])
             if sent and not retryUnknown:
                 break
         raise EtcdUnavailable(problems)

@@ -29,6 +29,7 @@ from revproxy.etcd.types import (
 
 __all__ = [
     "decodeWatchMessage",
+    "isEtcdAnswer",
     "int64Field",
     "parseUnaryAnswer",
     "WatchStreamDecoder",
@@ -179,5 +180,23 @@ def parseUnaryAnswer(code: int, content: bytes) -> JSON:
         raw = obj.get("code")
         message = obj.get("message") or obj.get("error") or ""
         raise EtcdError(None if raw is None else int64Field(raw), str(message), code)
+    # Not etcd's JSON: say so in one line, without the body (an HTML page
+    # would fill the log on every retry).
     text = content[:200].decode("utf-8", "replace").strip()
-    raise EtcdError(None, text or f"HTTP {code}", code)
+    if not text or "\n" in text or text.lstrip().startswith("<"):
+        raise EtcdError(
+            None, f"not an etcd answer (HTTP {code}, {len(content)} bytes that are not JSON)", code
+        )
+    raise EtcdError(None, text, code)
+
+
+def isEtcdAnswer(body: bytes) -> bool:
+    """
+    Whether an answer to C{maintenance/status} is etcd's: a JSON object with
+    a C{header} (an answer) or C{code} (a gateway error).
+    """
+    try:
+        obj = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(obj, dict) and ("header" in obj or "code" in obj)

@@ -195,6 +195,7 @@ class PrefixFollower:
         self._retry: IDelayedCall | None = None
         self._probeCall: IDelayedCall | None = None
         self._probing: Deferred[Any] | None = None
+        self._generation = 0
 
     @property
     def live(self) -> bool:
@@ -211,11 +212,31 @@ class PrefixFollower:
         self._listed = False
         self._list()
 
+    def relist(self) -> None:
+        """
+        Read the prefix again now and hand it to the listener as a snapshot
+        (not the first), then watch from its revision: what an operator's
+        reload asks for.  Nothing happens unless running.
+        """
+        if not self.running:
+            return
+        generation = self._generation + 1
+        stopped = self.stop()
+
+        def again(_: object) -> None:
+            # Not if stop() was called again meanwhile.
+            if self._generation == generation:
+                self.running = True
+                self._list()
+
+        stopped.addCallback(again)
+
     def stop(self) -> Deferred[None]:
         """
         Stop reading, watching, retrying and probing; the Deferred fires once
         the watch's connection is closed, when no timer of ours is left.
         """
+        self._generation += 1
         self.running = False
         for call in (self._retry, self._probeCall):
             if call is not None and call.active():

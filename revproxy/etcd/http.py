@@ -27,7 +27,7 @@ from revproxy._compat import quietHTTPConnectionPool
 if TYPE_CHECKING:
     from revproxy.routing.resolver import RouteResolver
 
-__all__ = ["BytesProducer", "Timeout", "wasCancelled", "etcdRouteService"]
+__all__ = ["BytesProducer", "Timeout", "describeProblem", "wasCancelled", "etcdRouteService"]
 
 
 @implementer(IBodyProducer)
@@ -52,6 +52,20 @@ class BytesProducer:
 
     def stopProducing(self) -> None:
         pass
+
+
+def describeProblem(problem: BaseException) -> str:
+    """
+    Why a request to an endpoint failed, as one readable reason (never a
+    repr of a Failure): for a connection error, the errors it wraps.
+    """
+    reasons = getattr(problem, "reasons", None)
+    if isinstance(reasons, list) and reasons:
+        texts = [r.getErrorMessage() if isinstance(r, Failure) else str(r) for r in reasons]
+        texts = [t.rstrip(".") for t in texts if t.strip()]
+        return "; ".join(dict.fromkeys(texts)) or type(problem).__name__
+    text = str(problem)
+    return text if text else type(problem).__name__
 
 
 def wasCancelled(exc: BaseException) -> bool:

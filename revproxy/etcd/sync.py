@@ -107,6 +107,16 @@ class EtcdRouteSync(Service):
         super().stopService()
         return self._follower.stop()
 
+    def relist(self) -> str:
+        """
+        Read every route from etcd again and apply the difference (on
+        C{SIGHUP}); return what was done, in words.
+        """
+        if not self.running:
+            return "etcd sync not running"
+        self._follower.relist()
+        return f"re-listing etcd routes under {self.prefix}"
+
     @property
     def endpoint(self) -> str | None:
         """
@@ -167,7 +177,7 @@ class EtcdRouteSync(Service):
         touched = self._replaceAll(
             (e.key, e.value) for e in snapshot.entries
         )
-        self.revision = snapshot.revision
+        self.revision = snapshot.revision  # before _publish names it
         if first:
             self._resolver.replace(
                 RouteTable().withChanges(
@@ -279,7 +289,9 @@ class EtcdRouteSync(Service):
         Swap in a table with the current upstreams of C{hosts}.
         """
         if hosts:
-            self._resolver.apply(self._changes(hosts))
+            self._resolver.apply(
+                self._changes(hosts), cause=f"revision {self.revision}"
+            )
 
     def events(self, batch: WatchEvents) -> None:
         """

@@ -74,6 +74,8 @@ class EtcdError(Exception):
         self.httpCode = httpCode
 
     def __str__(self) -> str:
+        if self.code is None:  # not one of etcd's own errors
+            return self.message
         return f"etcd error {self.code} (HTTP {self.httpCode}): {self.message}"
 
 
@@ -82,6 +84,12 @@ class EtcdUnavailable(Exception):
     No endpoint could be reached, or the request may not be resent after its
     endpoint failed.  C{args[0]} lists what went wrong, endpoint by endpoint.
     """
+
+    def __str__(self) -> str:
+        problems = self.args[0] if self.args else ()
+        if isinstance(problems, (list, tuple)):
+            return "; ".join(str(p) for p in problems) or "etcd unavailable"
+        return str(problems)
 
 
 class EtcdTimeout(Exception):

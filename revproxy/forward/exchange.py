@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import IO, TYPE_CHECKING
 
 from twisted.internet.defer import CancelledError
+from twisted.internet.error import ConnectError, ConnectingCancelledError
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -49,9 +50,24 @@ from revproxy.upstream.state import UP, HostState, UpstreamState
 if TYPE_CHECKING:
     from revproxy.forward.resource import RoutingProxyResource
 
-__all__ = ["Exchange", "SMALL_BODY"]
+__all__ = ["Exchange", "SMALL_BODY", "connectFailure"]
 
 log = Logger()
+
+
+def connectFailure(reason: Failure) -> str:
+    """
+    Why a connection could not be made, as one readable reason: Twisted's
+    connect errors put the address's repr in their message.
+    """
+    value = reason.value
+    if isinstance(value, ConnectingCancelledError):
+        return "no connection within the connect timeout"
+    if isinstance(value, ConnectError):
+        text = (value.__doc__ or type(value).__name__).strip().rstrip(".")
+        detail = value.osError  # "111: Connection refused", or an address
+        return f"{text}: {detail}" if isinstance(detail, str) and detail else text
+    return reason.getErrorMessage()
 
 SMALL_BODY = 64 * 1024
 """Request bodies up to this size are sent in the same write as the head;
@@ -195,7 +211,7 @@ class Exchange:
             "cannot connect to upstream {upstream} for {host}: {error}",
             upstream=str(upstream),
             host=self._route.host,
-            error=reason.getErrorMessage(),
+            error=connectFailure(reason),
         )
         state = self._state
         assert state is not None

@@ -17,7 +17,7 @@ ten thousand hosts.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from twisted.application.service import Service
@@ -27,9 +27,50 @@ from revproxy.routing.address import Upstream
 from revproxy.routing.balancing import Policy, roundRobin
 from revproxy.routing.table import HostRoute, RouteLookup, RouteTable
 
-__all__ = ["RouteResolver", "RouteObserver", "NoRouteTable"]
+__all__ = [
+    "RouteResolver",
+    "RouteObserver",
+    "NoRouteTable",
+    "ChangeLog",
+    "describeChange",
+    "logRouteChange",
+]
 
 log = Logger()
+
+#: Told of each host whose upstreams changed: the host, the change as
+#: L{describeChange} words it, and its cause (or L{None}).
+ChangeLog = Callable[[str, str, "str | None"], None]
+
+
+def describeChange(before: Sequence[Upstream], after: Sequence[Upstream]) -> str:
+    """
+    The change from C{before} to C{after} in words: C{+U} for each upstream
+    added, C{-U} for each removed, C{~U(weight N)} for a new weight; empty
+    if they list the same upstreams with the same weights.
+    """
+    words = [f"+{u}" for u in after if u not in before]
+    words += [f"-{u}" for u in before if u not in after]
+    weights = {u: u.weight for u in before}
+    words += [
+        f"~{u}(weight {u.weight})"
+        for u in after
+        if u in weights and weights[u] != u.weight
+    ]
+    return " ".join(words)
+
+
+def logRouteChange(host: str, change: str, cause: str | None) -> None:
+    """
+    Log one applied route change at info:
+    C{route blog.example.com: +127.0.0.1:4001 -127.0.0.1:4000 (revision 42)}.
+    """
+    if cause is None:
+        log.info("route {host}: {change}", host=host, change=change)
+    else:
+        log.info(
+            "route {host}: {change} ({cause})", host=host, change=change, cause=cause
+        )
 
 
 class NoRouteTable(Exception):
@@ -71,6 +112,7 @@ class RouteResolver(Service):
         self.table = table
         self.balancer = balancer
         self._observers: list[RouteObserver] = []
+        self.changeLog: ChangeLog = logRouteChange
 
     def addObserver(self, observer: RouteObserver) -> None:
         """
@@ -140,13 +182,28 @@ class RouteResolver(Service):
             for observer in self._observers:
                 observer.routesChanged(removed, added)
 
-    def apply(self, changes: Mapping[str, Sequence[Upstream] | None]) -> RouteTable:
+    def apply(
+        self,
+        changes: Mapping[str, Sequence[Upstream] | None],
+        cause: str | None = None,
+    ) -> RouteTable:
         """
         Swap in a table with C{changes} applied (see
-        L{RouteTable.withChanges}) and return it.
+        L{RouteTable.withChanges}) and return it.  Each host whose upstreams
+        really change is told to L{changeLog} once, with C{cause} (e.g.
+        C{"revision 42"}).
         """
         current = self.table if isinstance(self.table, RouteTable) else RouteTable()
         table = current.withChanges(changes, self.balancer)
+        if self.table is not None:
+            before = current.routes
+            for host, upstreams in changes.items():
+                old = before.get(host)
+                change = describeChange(
+                    old.upstreams if old is not None else (), upstreams or ()
+                )
+                if change:
+                    self.changeLog(host, change, cause)
         self.replace(table)
         return table
 

@@ -98,3 +98,19 @@ class ParseArgsTests(SynchronousTestCase):
         """--help prints usage and exits 0."""
         e = self.assertRaises(SystemExit, parseArgs, ["--help"], {})
         self.assertEqual(e.code, 0)
+
+
+class VersionTests(SynchronousTestCase):
+    def test_version(self) -> None:
+        """revproxyctl --version prints its version and exits 0."""
+        import io
+        import sys
+
+        from revproxy import __version__
+
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        with self.assertRaises(SystemExit) as cm:
+            parseArgs(["--version"], {})
+        self.assertEqual(cm.exception.code, 0)
+        self.assertEqual(out.getvalue(), f"revproxyctl {__version__}\n")

@@ -340,7 +340,7 @@ class WatchTests(SynchronousTestCase):
         )
         self.clock.advance(5)
         self.assertIn(
-            "revproxyctl: watch interrupted (liveness probe failed: ['etcd down']); retrying in 1s",
+            "revproxyctl: watch interrupted (liveness probe failed: etcd down); retrying in 1s",
             self.err.getvalue(),
         )
         self.store.getPrefix = original  # type: ignore[method-assign]

@@ -140,7 +140,7 @@ class EtcdClientTests(ClientTestsMixin, SynchronousTestCase):
         self.assertNoResult(d)
         self.reactor.advance(10)
         failure = self.failureResultOf(d, EtcdUnavailable)
-        self.assertIn("EtcdTimeout", str(failure.value))
+        self.assertIn("no answer within 10.0s", str(failure.value))
         self.assertEqual(
             [h for h, p, _ in self.gateway.requests if p.endswith("range")],
             ["etcd1", "etcd2"],
@@ -343,3 +343,54 @@ class EtcdClientTests(ClientTestsMixin, SynchronousTestCase):
         self.failureResultOf(d)
         self.assertEqual({host for host, _, _ in self.gateway.requests}, {"etcd1"})
         self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+
+class NotEtcdTests(SynchronousTestCase):
+    def test_htmlServerIsNotEtcd(self) -> None:
+        """An HTTP server that is not etcd is reported as exactly that, in one line, without its body."""
+        from treq.client import HTTPClient
+        from treq.testing import RequestTraversalAgent
+        from twisted.web.resource import Resource
+        from twisted.web.server import Request
+
+        from revproxy.etcd.client import EtcdClient
+        from revproxy.etcd.types import EtcdError
+
+        class Page(Resource):
+            isLeaf = True
+
+            def render_POST(self, request: Request) -> bytes:
+                return b"<html>\n<body>\n<h1>Hello</h1>\n</body>\n</html>\n"
+
+        client = EtcdClient(
+            MemoryReactorClock(),
+            ["http://web:80"],
+            HTTPClient(RequestTraversalAgent(Page())),
+        )
+        failure = self.failureResultOf(client.getPrefix(b"/hosts/"), EtcdError)
+        self.assertEqual(
+            str(failure.value),
+            "http://web:80 is not etcd (it answered HTTP 200 to an etcd status request)",
+        )
+
+    def test_unaryAnswerWithoutBody(self) -> None:
+        """A non-JSON multi-line answer is described in one line, without its body."""
+        from revproxy.etcd.decoder import parseUnaryAnswer
+        from revproxy.etcd.types import EtcdError
+
+        e = self.assertRaises(EtcdError, parseUnaryAnswer, 502, b"<html>\n<b>bad</b>\n</html>")
+        self.assertEqual(str(e), "not an etcd answer (HTTP 502, 25 bytes that are not JSON)")
+
+    def test_describeProblem(self) -> None:
+        """Connection problems read as their reasons, never a repr of a Failure."""
+        from twisted.internet.error import ConnectionLost
+        from twisted.python.failure import Failure
+        from twisted.web.client import ResponseNeverReceived
+
+        from revproxy.etcd.http import describeProblem
+        from revproxy.etcd.types import EtcdUnavailable
+
+        text = describeProblem(ResponseNeverReceived([Failure(ConnectionLost("gone"))]))
+        self.assertNotIn("<", text)
+        self.assertIn("gone", text)
+        self.assertEqual(str(EtcdUnavailable(["a: x", "b: y"])), "a: x; b: y")

@@ -328,3 +328,26 @@ class BackoffTests(SynchronousTestCase):
         a = [Backoff(1, 30, random.Random(1)).next() for _ in range(1)]
         b = [Backoff(1, 30, random.Random(2)).next() for _ in range(1)]
         self.assertNotEqual(a, b)
+
+
+class RelistTests(SynchronousTestCase):
+    def test_relist(self) -> None:
+        """relist reads the prefix again as a later snapshot and watches from its revision."""
+        h = Harness()
+        h.put("/hosts/a/h:1")
+        h.follower.start()
+        h.put("/hosts/b/h:2")
+        h.follower.relist()
+        self.assertEqual(
+            h.listener.calls[-1], ("snapshot", 3, False, [b"/hosts/a/h:1", b"/hosts/b/h:2"])
+        )
+        [watch] = h.store.watches
+        self.assertEqual(watch.nextRevision, 4)
+        self.successResultOf(h.follower.stop())
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+
+    def test_relistWhenStopped(self) -> None:
+        """relist does nothing unless the follower runs."""
+        h = Harness()
+        h.follower.relist()
+        self.assertEqual(h.listener.calls, [])

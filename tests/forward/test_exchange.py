@@ -195,3 +195,25 @@ class RetrySeamTests(SynchronousTestCase):
         upstream.reportLost()
         self.assertEqual(h.endpoint().pending, [])
         self.assertIn(b"HTTP/1.1 502 ", client.value())
+
+
+class ConnectFailureTests(SynchronousTestCase):
+    def test_readable(self) -> None:
+        """A connect failure reads as its reason, never the address's repr."""
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.error import ConnectingCancelledError, ConnectionRefusedError
+        from twisted.python.failure import Failure
+
+        from revproxy.forward.exchange import connectFailure
+
+        address = IPv4Address("TCP", "127.0.0.1", 4000)
+        self.assertEqual(
+            connectFailure(Failure(ConnectingCancelledError(address))),
+            "no connection within the connect timeout",
+        )
+        text = connectFailure(Failure(ConnectionRefusedError(address)))
+        self.assertEqual(text, "Connection was refused by other side")
+        self.assertEqual(
+            connectFailure(Failure(ConnectionRefusedError("111: Connection refused"))),
+            "Connection was refused by other side: 111: Connection refused",
+        )

@@ -29,7 +29,8 @@ def test_wheelHoldsEveryModule(tmp_path: Path) -> None:
         ROOT,
         source,
         ignore=shutil.ignore_patterns(
-            ".git", ".venv", "build", "*.egg-info", "__pycache__", "_trial_temp*"
+            ".git", ".venv", "build", "*.egg-info", "__pycache__", "_trial_temp*",
+            ".mypy_cache", ".ruff_cache", ".pytest_cache",
         ),
     )
     subprocess.run(

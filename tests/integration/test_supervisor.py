@@ -200,6 +200,7 @@ def test_systemd_unit(tmp_path):
     assert setting(text, "KillSignal") == "SIGTERM"
     assert setting(text, "Type") == "simple"
     assert setting(text, "Restart") == "on-failure"
+    assert setting(text, "ExecReload") == "/bin/kill -HUP $MAINPID"
     analyze = shutil.which("systemd-analyze")
     twistd = Path(sys.executable).parent / "twistd"
     if analyze is None or not twistd.exists():
