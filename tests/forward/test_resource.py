@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -35,6 +36,7 @@ class ProxyHarness:
         self,
         routes: Mapping[str, Sequence[str]] | None = None,
         timeout: float = 60.0,
+        **resourceArgs: Any,
     ) -> None:
         if routes is None:
             routes = {"a.com": ["10.0.0.1:80"]}
@@ -58,6 +60,7 @@ class ProxyHarness:
             self.reactor,
             responseTimeout=timeout,
             accessLog=lambda *a: self.logged.append(a),
+            **resourceArgs,
         )
         self.site = ProxySite(self.resource, reactor=self.reactor)
 
