@@ -442,7 +442,9 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
     for description in options["listen"]:
         Listener(description, site, reactor).setServiceParent(root)
     if options["admin"]:
-        _adminListener(options, resource, resolver, pool, sync, reactor).setServiceParent(root)
+        _adminListener(
+            options, resource, resolver, pool, sync, reactor, checker
+        ).setServiceParent(root)
     return root
 
 
@@ -453,6 +455,7 @@ def _adminListener(
     pool: UpstreamPool,
     sync: Any,
     reactor: Any,
+    checker: Any = None,
 ) -> IService:
     """
     The admin endpoint's listener.
@@ -462,11 +465,12 @@ def _adminListener(
     assert resource.metrics is not None
     admin = AdminResource(
         resolver,
-        ProxyCollector(resource.metrics, resource, pool, sync),
+        ProxyCollector(resource.metrics, resource, pool, sync, checker),
         pool,
         reactor,
         sync,
         graceSeconds=options["ready-grace"],
+        states=resource.states,
     )
     site = _AdminSite(admin, reactor=reactor)
     listener = Listener(options["admin"], site, reactor)

@@ -76,9 +76,6 @@ class PassiveHealth:
         self.ejections: dict[str, int] = {}
 
 
-DEFAULT_PASSIVE_HEALTH = PassiveHealth()
-
-
 class UpstreamState:
     """
     The runtime state of one upstream.
@@ -120,9 +117,9 @@ class UpstreamState:
         "_references",
     )
 
-    def __init__(
-        self, upstream: Upstream, rules: PassiveHealth = DEFAULT_PASSIVE_HEALTH
-    ) -> None:
+    def __init__(self, upstream: Upstream, rules: PassiveHealth | None = None) -> None:
+        if rules is None:
+            rules = PassiveHealth()
         self.upstream = upstream
         self.inflight = 0
         self.lastFailure = 0.0
@@ -295,11 +292,11 @@ class UpstreamStates:
     def __init__(
         self,
         rng: random.Random | None = None,
-        rules: PassiveHealth = DEFAULT_PASSIVE_HEALTH,
+        rules: PassiveHealth | None = None,
         startDown: bool = False,
     ) -> None:
         self._rng = rng if rng is not None else random.Random()
-        self.rules = rules
+        self.rules = rules if rules is not None else PassiveHealth()
         self.startDown = startDown
         self._upstreams: dict[Upstream, UpstreamState] = {}
         self._hosts: dict[HostRoute, HostState] = {}
