@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from revproxy.routing import Upstream
 from revproxy.routing.codec import parseStored, routeKey
@@ -97,20 +98,54 @@ def readState(
     return RouteState(revision, tuple(routes), tuple(skipped))
 
 
-def formatTable(state: RouteState, host: str | None = None) -> str:
+def formatTable(
+    state: RouteState,
+    host: str | None = None,
+    health: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
+) -> str:
     """
     A table of the routes (of one host if given), with a header line:
     columns HOST, UPSTREAM, WEIGHT; hosts sorted, upstreams in key order.
+    With C{health} (host -> upstream -> its entry in a node's C{/routes}),
+    also STATE, FAILURES, INFLIGHT and CHECK (the last active check).
     """
-    rows = [("HOST", "UPSTREAM", "WEIGHT")]
+    header: tuple[str, ...] = ("HOST", "UPSTREAM", "WEIGHT")
+    if health is not None:
+        header += ("STATE", "FAILURES", "INFLIGHT", "CHECK")
+    rows = [header]
     for h, routes in state.hosts().items():
         if host is not None and h != host:
             continue
         for route in routes:
-            rows.append((h, str(route.upstream), str(route.upstream.weight)))
-    widths = [max(len(row[i]) for row in rows) for i in range(2)]
+            row: tuple[str, ...] = (h, str(route.upstream), str(route.upstream.weight))
+            if health is not None:
+                row += _healthColumns(health.get(h, {}).get(str(route.upstream)))
+            rows.append(row)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     return "".join(
-        f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]}\n" for row in rows
+        "  ".join(f"{c:<{w}}" for c, w in zip(row, widths)).rstrip() + "\n"
+        for row in rows
+    )
+
+
+def _healthColumns(entry: Mapping[str, Any] | None) -> tuple[str, ...]:
+    """
+    STATE, FAILURES, INFLIGHT and CHECK of one upstream's C{/routes} entry.
+    """
+    if entry is None:
+        return ("not-loaded", "-", "-", "-")
+    state = str(entry.get("state", "unknown"))
+    if state == "ejected" and entry.get("ejected_for") is not None:
+        state = f"ejected({entry['ejected_for']:.0f}s)"
+    check = entry.get("last_check")
+    checked = "-" if not check else (
+        f"{'pass' if check.get('passed') else 'fail'} {check.get('seconds_ago', 0):.0f}s ago"
+    )
+    return (
+        state,
+        str(entry.get("consecutive_failures", "-")),
+        str(entry.get("requests_in_flight", entry.get("inflight", "-"))),
+        checked,
     )
 
 
