@@ -84,3 +84,16 @@ class OptionsTests(SynchronousTestCase):
         """
         for name in ("round-robin", "random", "weighted", "least-requests", "hash"):
             self.assertEqual(_parse("--balance", name)["balance"], name)
+
+    def test_documented(self) -> None:
+        """
+        Every option of health, retries and balancing is documented in the
+        README.
+        """
+        from pathlib import Path
+
+        from revproxy.forward.options import HEALTH_FLAGS, HEALTH_PARAMETERS
+
+        readme = (Path(__file__).resolve().parents[2] / "README.rst").read_text()
+        for option in [*HEALTH_FLAGS, *HEALTH_PARAMETERS]:
+            self.assertIn(f"``--{option[0]}", readme)
