@@ -444,8 +444,12 @@ class Exchange(Attempts):
     def clientGone(self, reason: Failure) -> None:
         """
         The client disconnected before the response was complete: stop the
-        upstream request and close its connection.
+        upstream request and close its connection.  The request is
+        accounted for first, so that the cancelled attempt is not retried
+        elsewhere.
         """
+        if not self._done:
+            self.finish(499)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -456,8 +460,6 @@ class Exchange(Attempts):
         self._conn = None
         if conn is not None:
             conn.abort()
-        if not self._done:
-            self.finish(499)
 
     # IPushProducer, toward the client.
 

@@ -268,10 +268,13 @@ class HostState:
     def allFailing(self, now: float, maxFails: int) -> bool:
         """
         Whether every upstream is down, ejected or has failed at least
-        C{maxFails} times in a row: the host has no usable upstream.
+        C{maxFails} times in a row (when C{maxFails} is not 0): the host has
+        no usable upstream.
         """
         return all(
-            s.down or s.ejectedUntil > now or s.consecutiveFailures >= max(maxFails, 1)
+            s.down
+            or s.ejectedUntil > now
+            or (maxFails > 0 and s.consecutiveFailures >= maxFails)
             for s in self.states
         )
 

@@ -244,3 +244,18 @@ class WindowTests(SynchronousTestCase):
         channel.connectionLost(None)  # type: ignore[attr-defined]
         self.assertEqual(h.resource.inflight, 0)
         self.flushLoggedErrors()
+
+
+class ClientGoneTests(SynchronousTestCase):
+    def test_noRetryForGoneClient(self) -> None:
+        """
+        A client that goes away while its connection attempt is pending
+        cancels it, and the request is not tried on another upstream.
+        """
+        h = _harness()
+        channel, _ = h.client(_get())
+        channel.connectionLost(None)  # type: ignore[attr-defined]
+        self.assertFalse(h.endpoint("10.0.0.2:2").pending)
+        self.assertEqual(h.resource.retryCounts, {})
+        self.assertEqual(_state(h, "10.0.0.1:1").inflight, 0)
+        self.assertEqual(h.resource.inflight, 0)

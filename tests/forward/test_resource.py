@@ -555,7 +555,11 @@ class ClientSideTests(SynchronousTestCase):
         channel, _ = h.client(_get())
         [(factory, d)] = h.endpoint().pending
         channel.connectionLost(Failure(ConnectionDone()))  # type: ignore[attr-defined]
-        self.failureResultOf(d)
+        # The endpoint's attempt was cancelled (its Deferred failed with
+        # CancelledError, which the pool handled), and nothing was retried.
+        self.assertEqual(h.endpoint().cancelled, 1)
+        self.assertTrue(d.called)
+        self.assertEqual(h.endpoint().pending, [(factory, d)])
         self.assertEqual(h.resource.inflight, 0)
 
     def test_backpressure(self) -> None:
