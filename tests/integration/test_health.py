@@ -243,3 +243,23 @@ async def test_least_requests_distribution(cleanup):
     print(f"least-requests fast/slow (50 ms): {counts}")
     assert load.failed == 0
     assert counts[0] > 3 * counts[1], counts
+
+
+@pytest_twisted.ensureDeferred
+async def test_health_checks_verify_tls_like_traffic(cleanup, tmp_path):
+    """Active checks of an https upstream verify its certificate as traffic does: they pass with --upstream-ca, and fail (marking it down) without."""
+    from tests.integration.test_tls import selfSigned, tlsUpstream
+
+    ca, pem = selfSigned(tmp_path)
+    upPort = await tlsUpstream(cleanup, pem)
+    route = f"a.test=https://localhost:{upPort}"
+    args = ["--route", route, "--health-path", "/", "--health-interval", "0.1",
+            "--health-fall", "1"]
+    _, trusted = await proxy(cleanup, *args, "--upstream-ca", str(ca))
+    _, untrusted = await proxy(cleanup, *args)
+    upstreamName = f"https://localhost:{upPort}"
+    good = states(trusted).get(parseUpstream(upstreamName))
+    bad = states(untrusted).get(parseUpstream(upstreamName))
+    await wait(lambda: good.lastCheck > 0 and bad.lastCheck > 0, 5, "checks")
+    assert good.lastCheckPassed and not good.down
+    assert not bad.lastCheckPassed and bad.down
