@@ -92,8 +92,8 @@ class Attempts:
         """
         After a failure that left the request replayable: send it to
         another usable upstream not yet tried, within the C{--retries}
-        budget, or hold it (C{--retry-window}) if none is left.  Return
-        whether the request goes on.
+        budget, or hold it (C{--retry-window}) if no usable upstream is left
+        untried.  Return whether the request goes on.
         """
         tried = self._tried
         if tried is None:
@@ -101,24 +101,25 @@ class Attempts:
         tried.append(state)
         resource = self._resource
         now = resource.reactor.seconds()
-        if self._attempts <= resource.retries:
-            left = resource.retry.failover(self._host.usable(now), tried)
-            if left:
-                nextState = self._host.pickFrom(left, now, self._key)
-                resource.retried(reason)
-                log.info(
-                    "retrying {method} for {host} on upstream {upstream} "
-                    "(attempt {attempt}, after {reason} on {failed})",
-                    method=self._request.method.decode("latin-1"),
-                    host=self._route.host,
-                    upstream=str(nextState.upstream),
-                    attempt=self._attempts + 1,
-                    reason=reason,
-                    failed=str(state.upstream),
-                )
-                self.use(nextState)
-                return True
-        return self.hold(now)
+        left = resource.retry.failover(self._host.usable(now), tried)
+        if not left:
+            return self.hold(now)
+        if self._attempts > resource.retries:
+            return False
+        nextState = self._host.pickFrom(left, now, self._key)
+        resource.retried(reason)
+        log.info(
+            "retrying {method} for {host} on upstream {upstream} "
+            "(attempt {attempt}, after {reason} on {failed})",
+            method=self._request.method.decode("latin-1"),
+            host=self._route.host,
+            upstream=str(nextState.upstream),
+            attempt=self._attempts + 1,
+            reason=reason,
+            failed=str(state.upstream),
+        )
+        self.use(nextState)
+        return True
 
     def hold(self, now: float) -> bool:
         """

@@ -259,3 +259,16 @@ class ClientGoneTests(SynchronousTestCase):
         self.assertEqual(h.resource.retryCounts, {})
         self.assertEqual(_state(h, "10.0.0.1:1").inflight, 0)
         self.assertEqual(h.resource.inflight, 0)
+
+
+class WindowBudgetTests(SynchronousTestCase):
+    def test_budgetSpentIsNotHeld(self) -> None:
+        """
+        A request that spent its retries while the host still has untried
+        upstreams is answered, not held, even with a retry window.
+        """
+        h = _harness({"a.com": ["10.0.0.1:1", "10.0.0.2:2"]}, retries=0, retryWindow=5.0)
+        _, client = h.client(_get())
+        h.endpoint("10.0.0.1:1").fail()
+        self.assertIn(b"HTTP/1.1 502 ", client.value())
+        self.flushLoggedErrors()
