@@ -2,18 +2,21 @@
 """
 Route documents, the JSON of C{revproxyctl import} and C{export}: an object
 mapping each host pattern to its upstreams, each an address (weight 1) or
-C{{"upstream": ADDRESS, "weight": N}}.  Parsing checks the whole document
+C{{"upstream": ADDRESS, "weight": N, "health": {...}, "balance": P}}
+(the fields of a route key's value).  Parsing checks the whole document
 with the proxy's parsers before anything is written.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any, TextIO, Union
 
 from revproxy.ctl.args import UsageError
 from revproxy.ctl.plans import RouteState
 from revproxy.routing import RouteError, Upstream, parseHostPattern, parseUpstream
+from revproxy.routing.codec import healthObject, parseBalance, parseHealth
 
 __all__ = [
     "DocumentEntry",
@@ -43,7 +46,7 @@ def _documentEntry(entry: object, host: str, where: str) -> Upstream:
     if isinstance(entry, str):
         return parseUpstream(entry)
     if isinstance(entry, dict):
-        unknown = set(entry) - {"upstream", "weight"}
+        unknown = set(entry) - {"upstream", "weight", "health", "balance"}
         if unknown:
             raise RouteError(f"{where}: unknown field {sorted(unknown)[0]!r}")
         address = entry.get("upstream")
@@ -54,7 +57,12 @@ def _documentEntry(entry: object, host: str, where: str) -> Upstream:
             raise RouteError(
                 f"{where}: weight {weight!r} is not a whole number of at least 1"
             )
-        return parseUpstream(address, weight)
+        upstream = parseUpstream(address, weight)
+        health = parseHealth(entry.get("health"))
+        balance = parseBalance(entry.get("balance"))
+        if health is not None or balance is not None:
+            upstream = dataclasses.replace(upstream, health=health, balance=balance)
+        return upstream
     raise RouteError(
         f'{where}: expected an address or {{"upstream": ADDRESS, "weight": N}}'
     )
@@ -121,12 +129,17 @@ def parseRouteDocument(text: str, source: str) -> Routes:
 
 def documentEntry(upstream: Upstream) -> DocumentEntry:
     """
-    An upstream as a document entry: the address alone for weight 1, else an
-    object with its weight.
+    An upstream as a document entry: the address alone for weight 1 and
+    nothing else, else an object with its weight, health and balance.
     """
-    if upstream.weight == 1:
+    if upstream.weight == 1 and upstream.health is None and upstream.balance is None:
         return str(upstream)
-    return {"upstream": str(upstream), "weight": upstream.weight}
+    entry: dict[str, Any] = {"upstream": str(upstream), "weight": upstream.weight}
+    if upstream.health is not None:
+        entry["health"] = healthObject(upstream.health)
+    if upstream.balance is not None:
+        entry["balance"] = upstream.balance
+    return entry
 
 
 def routeDocument(state: RouteState) -> tuple[dict[str, list[DocumentEntry]], list[str]]:

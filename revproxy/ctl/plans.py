@@ -160,6 +160,8 @@ class Change:
     @ivar mod_revision: the key's revision in the state planned from (0 for a
         new key): the transaction applies only if it is still that.
     @ivar old_weight: for C{~}, the weight before.
+    @ivar valueChanged: for C{~}, whether the health or balance fields of
+        the value change too.
     """
 
     kind: str
@@ -168,6 +170,7 @@ class Change:
     key: bytes
     modRevision: int
     oldWeight: int | None = None
+    valueChanged: bool = False
 
 
 @dataclass(frozen=True)
@@ -189,7 +192,10 @@ def formatChange(change: Change, revision: int | None = None) -> str:
     """
     parts = [change.kind, change.host, str(change.upstream)]
     if change.kind == "~":
-        parts.append(f"weight={change.upstream.weight} (was {change.oldWeight})")
+        if change.upstream.weight != change.oldWeight or not change.valueChanged:
+            parts.append(f"weight={change.upstream.weight} (was {change.oldWeight})")
+        if change.valueChanged:
+            parts.append("health/balance changed")
     elif change.kind == "+" and change.upstream.weight != 1:
         parts.append(f"weight={change.upstream.weight}")
     if revision is not None:
@@ -228,8 +234,16 @@ def _setHost(
             continue
         first = matches[0]
         kept.add(first.key)
-        if first.upstream.weight != upstream.weight:
+        old = first.upstream
+        if old.weight != upstream.weight:
             changes.append(weightChange(first, upstream.weight))
+        if (old.health, old.balance) != (upstream.health, upstream.balance):
+            if changes and changes[-1].key == first.key:
+                changes.pop()
+            changes.append(Change(
+                "~", host, upstream, first.key, first.modRevision, old.weight,
+                valueChanged=True,
+            ))
     changes.extend(removal(r) for r in current if r.key not in kept)
     return changes
 

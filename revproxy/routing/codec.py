@@ -28,7 +28,15 @@ from revproxy.routing.address import (
 )
 from revproxy.routing.balancing import POLICIES
 
-__all__ = ["parseRouteKey", "parseStored", "routeKey", "routeValue"]
+__all__ = [
+    "parseRouteKey",
+    "parseStored",
+    "routeKey",
+    "routeValue",
+    "parseHealth",
+    "parseBalance",
+    "healthObject",
+]
 
 
 def parseRouteKey(key: str, prefix: str, value: bytes = b"") -> tuple[str, Upstream]:
@@ -52,8 +60,8 @@ def parseRouteKey(key: str, prefix: str, value: bytes = b"") -> tuple[str, Upstr
         obj = _parseObject(value)
         weight = _parseWeight(obj)
         parsed = parseUpstream(upstream, weight)
-        health = _parseHealth(obj.get("health"))
-        balance = _parseBalance(obj.get("balance"))
+        health = parseHealth(obj.get("health"))
+        balance = parseBalance(obj.get("balance"))
         if health is not None or balance is not None:
             parsed = dataclasses.replace(parsed, health=health, balance=balance)
         return pattern, parsed
@@ -82,7 +90,7 @@ _HEALTH_FIELDS = {
 }
 
 
-def _parseHealth(obj: object) -> HealthCheck | None:
+def parseHealth(obj: object) -> HealthCheck | None:
     """
     The C{"health"} field of a value: an object of C{path}, C{interval},
     C{timeout} (seconds), C{rise} and C{fall} (counts), each optional.
@@ -110,7 +118,10 @@ def _parseHealth(obj: object) -> HealthCheck | None:
     return HealthCheck(**values)
 
 
-def _parseBalance(name: object) -> str | None:
+def parseBalance(name: object) -> str | None:
+    """
+    The C{"balance"} field of a value: a policy name, or L{None}.
+    """
     if name is None:
         return None
     if not isinstance(name, str) or name not in POLICIES:
@@ -152,6 +163,13 @@ def routeKey(prefix: str, host: str, upstream: Upstream) -> bytes:
     return f"{prefix}{host}/{upstream}".encode("utf-8")
 
 
+def healthObject(health: HealthCheck) -> dict[str, Any]:
+    """
+    The C{"health"} field of a value: the settings that are set.
+    """
+    return {k: v for k, v in dataclasses.asdict(health).items() if v is not None}
+
+
 def routeValue(
     weight: int, health: HealthCheck | None = None, balance: str | None = None
 ) -> bytes:
@@ -164,9 +182,7 @@ def routeValue(
     if weight != 1:
         obj["weight"] = weight
     if health is not None:
-        obj["health"] = {
-            k: v for k, v in dataclasses.asdict(health).items() if v is not None
-        }
+        obj["health"] = healthObject(health)
     if balance is not None:
         obj["balance"] = balance
     return json.dumps(obj).encode("ascii") if obj else b""

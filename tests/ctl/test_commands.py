@@ -410,3 +410,28 @@ class LsAdminTests(SynchronousTestCase):
             json.loads(c.keys()["/hosts/a/127.0.0.1:4000"]),
             {"weight": 2, "health": {"path": "/ready"}, "balance": "hash"},
         )
+
+
+class HealthDocumentTests(SynchronousTestCase):
+    def test_exportImportKeepHealth(self) -> None:
+        """export writes a value's health and balance; import of that document into an empty etcd writes them back, and changing them is a ~ change."""
+        c = Commands(self)
+        value = b'{"health": {"path": "/ready", "interval": 2.0}, "balance": "hash"}'
+        c.put("/hosts/a/127.0.0.1:4000", value)
+        c.run("export")
+        document = json.loads(c.out.getvalue())
+        self.assertEqual(document, {"a": [{
+            "upstream": "127.0.0.1:4000", "weight": 1,
+            "health": {"path": "/ready", "interval": 2.0}, "balance": "hash",
+        }]})
+        from revproxy.ctl.documents import parseRouteDocument
+
+        routes = parseRouteDocument(json.dumps(document), "f")
+        empty = Commands(self)
+        empty.run("import", "f", routes=routes)
+        self.assertEqual(json.loads(empty.keys()["/hosts/a/127.0.0.1:4000"]), json.loads(value))
+        document["a"][0]["balance"] = "random"
+        empty.lines()
+        empty.run("import", "f", routes=parseRouteDocument(json.dumps(document), "f"))
+        self.assertIn("~ a 127.0.0.1:4000 health/balance changed", empty.out.getvalue())
+        self.assertEqual(json.loads(empty.keys()["/hosts/a/127.0.0.1:4000"])["balance"], "random")
