@@ -47,7 +47,24 @@ _EXPORTS = {
     "Options": "revproxy.tap",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "EtcdRouteSync",
+    "HostConverterTable",
+    "HostRoute",
+    "Options",
+    "ProxySite",
+    "RouteError",
+    "RouteResolver",
+    "RouteTable",
+    "RoutingProxyResource",
+    "Upstream",
+    "UpstreamPool",
+    "UpstreamStates",
+    "etcdRouteService",
+    "makeService",
+    "parseRoute",
+    "parseUpstream",
+]
 
 if TYPE_CHECKING:
     from revproxy.etcd.http import etcdRouteService

@@ -18,7 +18,6 @@ from twisted.application.service import IService, MultiService
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import globalLogPublisher
 from twisted.python import usage
-from twisted.web.server import Site
 
 from revproxy.config import (
     ConfigError,
@@ -27,6 +26,7 @@ from revproxy.config import (
     parseKeyPrefix,
     parseSeconds,
 )
+from revproxy.forward.options import HEALTH_FLAGS, HEALTH_PARAMETERS, checkHealthOptions
 from revproxy.ops.accesslog import AccessLogger
 from revproxy.routing.balancing import POLICIES, policyNamed
 from revproxy.ops.drain import DrainService
@@ -47,8 +47,9 @@ from revproxy.routing import (
     parseUpstream,
 )
 from revproxy.http.server import ProxySite
+from revproxy.upstream.health import HealthChecker, HealthSettings
 from revproxy.upstream.pool import UpstreamPool
-from revproxy.upstream.state import UpstreamStates
+from revproxy.upstream.state import PassiveHealth, UpstreamStates
 
 __all__ = ["Options", "makeService", "Listener"]
 
@@ -180,6 +181,7 @@ class Options(usage.Options):
 
     optFlags = [
         ["no-access-log", None, "Do not log one line per request."],
+        *HEALTH_FLAGS,
     ]
 
     optParameters = [
@@ -204,6 +206,7 @@ class Options(usage.Options):
         ["log-format", None, "text", "Log format: text (human-readable) or json (one JSON object per line)."],
         ["admin", None, None, "Serve /healthz, /readyz, /routes and /metrics on this strports ENDPOINT, e.g. tcp:9901:interface=127.0.0.1."],
         ["ready-grace", None, "30", "Seconds /readyz stays 200 after the etcd watch is lost."],
+        *HEALTH_PARAMETERS,
     ]
 
     def __init__(self) -> None:
@@ -285,6 +288,7 @@ class Options(usage.Options):
                      "etcd-backoff-max", "etcd-probe-interval", "ready-grace"):
             self[name] = _seconds(f"--{name}", self[name])
         self["pool-size"] = _count("--pool-size", self["pool-size"])
+        checkHealthOptions(self)
         if self["admin"] is not None:
             _checkEndpoint("--admin", self["admin"])
         self["upstream-trust"] = (
@@ -365,7 +369,16 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         )
     resolver.changeLog = RouteChangeLog(reactor)
     resolver.setServiceParent(root)
-    states = UpstreamStates()
+    rules = PassiveHealth(
+        maxFails=options.get("max-fails", 3),
+        failWindow=options.get("fail-window", 10.0),
+        ejectTime=options.get("eject-time", 10.0),
+        maxEjectedPercent=options.get("max-ejected-percent", 50.0),
+    )
+    states = UpstreamStates(
+        rules=rules,
+        startDown=bool(options.get("health-path") and options.get("health-start-down")),
+    )
     resolver.addObserver(states)
     sync = None
     reloaders: list[Reloader] = []
@@ -407,6 +420,19 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         tlsTrustRoot=options.get("upstream-trust"),
     )
     pool.setServiceParent(root)
+    checker = None
+    if options.get("health-path") or options["etcd"]:
+        # Active checks: for every upstream with --health-path, and with
+        # etcd for those whose value names a health path.
+        checker = HealthChecker(reactor, pool, states, HealthSettings(
+            path=options.get("health-path"),
+            interval=options.get("health-interval", 5.0),
+            timeout=options.get("health-timeout", 2.0),
+            rise=options.get("health-rise", 2),
+            fall=options.get("health-fall", 3),
+        ))
+        resolver.addObserver(checker)
+        checker.setServiceParent(root)
     resource = RoutingProxyResource(
         resolver,
         pool,
@@ -415,6 +441,11 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         accessLog=None if options["no-access-log"] else AccessLogger(reactor),
         metrics=ProxyMetrics() if options["admin"] else None,
         states=states,
+        retries=options.get("retries", 2),
+        retryBuffer=options.get("retry-buffer", 64 * 1024),
+        retryWindow=options.get("retry-window", 0.0),
+        failOn5xx=bool(options.get("fail-on-5xx")),
+        hashKey=options.get("hash-key-function"),
     )
     site = ProxySite(resource, reactor=reactor)
     site.timeOut = options["idle-timeout"]
@@ -424,7 +455,9 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
     for description in options["listen"]:
         Listener(description, site, reactor).setServiceParent(root)
     if options["admin"]:
-        _adminListener(options, resource, resolver, pool, sync, reactor).setServiceParent(root)
+        _adminListener(
+            options, resource, resolver, pool, sync, reactor, checker
+        ).setServiceParent(root)
     return root
 
 
@@ -435,34 +468,24 @@ def _adminListener(
     pool: UpstreamPool,
     sync: Any,
     reactor: Any,
+    checker: Any = None,
 ) -> IService:
     """
     The admin endpoint's listener.
     """
-    from revproxy.ops.admin import AdminResource, ProxyCollector
+    from revproxy.ops.admin import AdminResource, AdminSite, ProxyCollector
 
     assert resource.metrics is not None
     admin = AdminResource(
         resolver,
-        ProxyCollector(resource.metrics, resource, pool, sync),
+        ProxyCollector(resource.metrics, resource, pool, sync, checker),
         pool,
         reactor,
         sync,
         graceSeconds=options["ready-grace"],
+        states=resource.states,
     )
-    site = _AdminSite(admin, reactor=reactor)
+    site = AdminSite(admin, reactor=reactor)
     listener = Listener(options["admin"], site, reactor)
     listener.setName(f"admin {options['admin']}")
     return listener
-
-
-class _AdminSite(Site):
-    """
-    The admin endpoint's site: quiet, since health checks poll it often.
-    """
-
-    noisy = False
-    displayTracebacks = False
-
-    def log(self, request: object) -> None:
-        pass

@@ -51,9 +51,13 @@ class FakeEndpoint:
     def __init__(self) -> None:
         self.pending: list[tuple[IProtocolFactory, Deferred[Protocol]]] = []
         self.protocols: list[Protocol] = []
+        self.cancelled = 0
 
     def connect(self, factory: IProtocolFactory) -> Deferred[Protocol]:
-        d: Deferred[Protocol] = Deferred()
+        def cancel(d: Deferred[Protocol]) -> None:
+            self.cancelled += 1
+
+        d: Deferred[Protocol] = Deferred(cancel)
         self.pending.append((factory, d))
         return d
 

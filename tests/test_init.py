@@ -78,3 +78,10 @@ class ExportsTests(SynchronousTestCase):
             [sys.executable, "-c", code], capture_output=True, text=True, check=True
         ).stdout
         self.assertEqual(out.strip(), "[]")
+
+    def test_allIsEveryExport(self) -> None:
+        """
+        C{__all__}, written out for readers and linters, lists exactly the
+        lazily imported names.
+        """
+        self.assertEqual(revproxy.__all__, sorted(revproxy._EXPORTS))

@@ -79,6 +79,7 @@ class Config:
     file: str | None = None
     dryRun: bool = False
     replace: bool = False
+    admin: str | None = None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -160,6 +161,12 @@ def buildParser() -> argparse.ArgumentParser:
     ls = command("ls", "List the routes, or the routes of one host.")
     ls.add_argument("host", metavar="HOST", nargs="?")
     ls.add_argument("--json", action="store_true", help="print the export format")
+    ls.add_argument(
+        "--admin",
+        metavar="URL",
+        help="a proxy node's admin URL (e.g. http://127.0.0.1:9901): show each "
+        "upstream's health as that node sees it",
+    )
 
     command("watch", "Print route changes as they happen, until interrupted.")
     command("export", "Print every route as a JSON document for import.")
@@ -286,4 +293,16 @@ def parseArgs(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
         file=getattr(ns, "file", None),
         dryRun=bool(getattr(ns, "dry_run", False)),
         replace=bool(getattr(ns, "replace", False)),
+        admin=_adminUrl(getattr(ns, "admin", None)),
     )
+
+
+def _adminUrl(url: str | None) -> str | None:
+    """
+    Check the URL of C{ls --admin}: http or https, no query.
+    """
+    if url is None:
+        return None
+    if not url.startswith(("http://", "https://")) or "?" in url or " " in url:
+        raise UsageError(f"--admin: {url!r} is not an http:// or https:// URL")
+    return url.rstrip("/")

@@ -10,8 +10,8 @@ puts a failure in one line.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
-from typing import TextIO, cast
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TextIO, cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -140,7 +140,10 @@ async def applyPlan(
         operations = [
             Delete(c.key)
             if c.kind == "-"
-            else Put(c.key, routeValue(c.upstream.weight))
+            else Put(
+                c.key,
+                routeValue(c.upstream.weight, c.upstream.health, c.upstream.balance),
+            )
             for c in plan.changes
         ]
         try:
@@ -209,12 +212,22 @@ def _dump(document: object) -> str:
     return json.dumps(document, indent=2) + "\n"
 
 
-async def runLs(store: IRouteStore, config: Config, out: TextIO, err: TextIO) -> int:
+async def runLs(
+    store: IRouteStore,
+    config: Config,
+    out: TextIO,
+    err: TextIO,
+    fetch: Callable[[str], Awaitable[bytes]] | None = None,
+) -> int:
     """
-    C{ls [HOST] [--json]}.
+    C{ls [HOST] [--json] [--admin URL]}: with C{--admin}, C{fetch} reads
+    the node's C{/routes} for each upstream's health.
     """
     state = await readRoutes(store, config.prefix)
     _warnSkipped(state, err)
+    health = None
+    if config.admin is not None and fetch is not None and not config.json:
+        health = await adminHealth(config.admin, fetch)
     if config.host is not None and config.host not in state.hosts():
         raise CommandError(f"no such host: {config.host}")
     if config.json:
@@ -223,11 +236,34 @@ async def runLs(store: IRouteStore, config: Config, out: TextIO, err: TextIO) ->
             document = {config.host: document[config.host]}
         out.write(_dump(document))
     elif state.routes:
-        out.write(formatTable(state, config.host))
+        out.write(formatTable(state, config.host, health))
     else:
         writeLine(err, f"no routes under {config.prefix}")
     out.flush()
     return EXIT_OK
+
+
+async def adminHealth(
+    admin: str, fetch: Callable[[str], Awaitable[bytes]]
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """
+    Each upstream's health entry in the C{/routes} of the node at C{admin},
+    by host and upstream.
+
+    @raise CommandError: if it cannot be read.
+    """
+    url = admin + "/routes"
+    try:
+        document = json.loads(await fetch(url))
+        hosts = document["hosts"]
+        return {
+            host: {entry["upstream"]: entry for entry in entries}
+            for host, entries in hosts.items()
+        }
+    except CommandError:
+        raise
+    except Exception as e:
+        raise CommandError(f"cannot read {url}: {e}") from None
 
 
 async def runExport(

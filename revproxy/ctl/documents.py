@@ -13,6 +13,7 @@ from typing import Any, TextIO, Union
 from revproxy.ctl.args import UsageError
 from revproxy.ctl.plans import RouteState
 from revproxy.routing import Upstream
+from revproxy.routing.codec import healthObject
 from revproxy.routing.documents import DocumentError, Routes
 from revproxy.routing.documents import parseRouteDocument as _parse
 
@@ -46,12 +47,17 @@ def parseRouteDocument(text: str, source: str) -> Routes:
 
 def documentEntry(upstream: Upstream) -> DocumentEntry:
     """
-    An upstream as a document entry: the address alone for weight 1, else an
-    object with its weight.
+    An upstream as a document entry: the address alone for weight 1 and
+    nothing else, else an object with its weight, health and balance.
     """
-    if upstream.weight == 1:
+    if upstream.weight == 1 and upstream.health is None and upstream.balance is None:
         return str(upstream)
-    return {"upstream": str(upstream), "weight": upstream.weight}
+    entry: dict[str, Any] = {"upstream": str(upstream), "weight": upstream.weight}
+    if upstream.health is not None:
+        entry["health"] = healthObject(upstream.health)
+    if upstream.balance is not None:
+        entry["balance"] = upstream.balance
+    return entry
 
 
 def routeDocument(state: RouteState) -> tuple[dict[str, list[DocumentEntry]], list[str]]:

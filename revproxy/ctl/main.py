@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TextIO
 
 from twisted.internet.defer import Deferred
@@ -113,7 +113,7 @@ async def run(
         elif config.command == "rm":
             status = await runRm(store, config, out)
         elif config.command == "ls":
-            status = await runLs(store, config, out, err)
+            status = await runLs(store, config, out, err, _fetcher(reactor, agent, config.timeout))
         elif config.command == "export":
             status = await runExport(store, config, out, err)
         elif config.command == "import":
@@ -131,6 +131,27 @@ async def run(
     finished = True
     if status:
         raise SystemExit(status)
+
+
+def _fetcher(
+    reactor: Any, agent: Any, timeout: float
+) -> Callable[[str], Awaitable[bytes]]:
+    """
+    GET a URL's body with C{agent} (for C{ls --admin}); a status other
+    than 200 is an error.
+    """
+    from treq.client import HTTPClient
+
+    client = HTTPClient(agent)
+
+    async def fetch(url: str) -> bytes:
+        response = await client.get(url, timeout=timeout, reactor=reactor)
+        body: bytes = await response.content()
+        if response.code != 200:
+            raise ValueError(f"status {response.code}")
+        return body
+
+    return fetch
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from revproxy.routing import Upstream
 from revproxy.routing.codec import parseStored, routeKey
@@ -97,20 +98,54 @@ def readState(
     return RouteState(revision, tuple(routes), tuple(skipped))
 
 
-def formatTable(state: RouteState, host: str | None = None) -> str:
+def formatTable(
+    state: RouteState,
+    host: str | None = None,
+    health: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
+) -> str:
     """
     A table of the routes (of one host if given), with a header line:
     columns HOST, UPSTREAM, WEIGHT; hosts sorted, upstreams in key order.
+    With C{health} (host -> upstream -> its entry in a node's C{/routes}),
+    also STATE, FAILURES, INFLIGHT and CHECK (the last active check).
     """
-    rows = [("HOST", "UPSTREAM", "WEIGHT")]
+    header: tuple[str, ...] = ("HOST", "UPSTREAM", "WEIGHT")
+    if health is not None:
+        header += ("STATE", "FAILURES", "INFLIGHT", "CHECK")
+    rows = [header]
     for h, routes in state.hosts().items():
         if host is not None and h != host:
             continue
         for route in routes:
-            rows.append((h, str(route.upstream), str(route.upstream.weight)))
-    widths = [max(len(row[i]) for row in rows) for i in range(2)]
+            row: tuple[str, ...] = (h, str(route.upstream), str(route.upstream.weight))
+            if health is not None:
+                row += _healthColumns(health.get(h, {}).get(str(route.upstream)))
+            rows.append(row)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     return "".join(
-        f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]}\n" for row in rows
+        "  ".join(f"{c:<{w}}" for c, w in zip(row, widths)).rstrip() + "\n"
+        for row in rows
+    )
+
+
+def _healthColumns(entry: Mapping[str, Any] | None) -> tuple[str, ...]:
+    """
+    STATE, FAILURES, INFLIGHT and CHECK of one upstream's C{/routes} entry.
+    """
+    if entry is None:
+        return ("not-loaded", "-", "-", "-")
+    state = str(entry.get("state", "unknown"))
+    if state == "ejected" and entry.get("ejected_for") is not None:
+        state = f"ejected({entry['ejected_for']:.0f}s)"
+    check = entry.get("last_check")
+    checked = "-" if not check else (
+        f"{'pass' if check.get('passed') else 'fail'} {check.get('seconds_ago', 0):.0f}s ago"
+    )
+    return (
+        state,
+        str(entry.get("consecutive_failures", "-")),
+        str(entry.get("requests_in_flight", entry.get("inflight", "-"))),
+        checked,
     )
 
 
@@ -125,6 +160,8 @@ class Change:
     @ivar mod_revision: the key's revision in the state planned from (0 for a
         new key): the transaction applies only if it is still that.
     @ivar old_weight: for C{~}, the weight before.
+    @ivar valueChanged: for C{~}, whether the health or balance fields of
+        the value change too.
     """
 
     kind: str
@@ -133,6 +170,7 @@ class Change:
     key: bytes
     modRevision: int
     oldWeight: int | None = None
+    valueChanged: bool = False
 
 
 @dataclass(frozen=True)
@@ -154,7 +192,10 @@ def formatChange(change: Change, revision: int | None = None) -> str:
     """
     parts = [change.kind, change.host, str(change.upstream)]
     if change.kind == "~":
-        parts.append(f"weight={change.upstream.weight} (was {change.oldWeight})")
+        if change.upstream.weight != change.oldWeight or not change.valueChanged:
+            parts.append(f"weight={change.upstream.weight} (was {change.oldWeight})")
+        if change.valueChanged:
+            parts.append("health/balance changed")
     elif change.kind == "+" and change.upstream.weight != 1:
         parts.append(f"weight={change.upstream.weight}")
     if revision is not None:
@@ -193,8 +234,16 @@ def _setHost(
             continue
         first = matches[0]
         kept.add(first.key)
-        if first.upstream.weight != upstream.weight:
+        old = first.upstream
+        if old.weight != upstream.weight:
             changes.append(weightChange(first, upstream.weight))
+        if (old.health, old.balance) != (upstream.health, upstream.balance):
+            if changes and changes[-1].key == first.key:
+                changes.pop()
+            changes.append(Change(
+                "~", host, upstream, first.key, first.modRevision, old.weight,
+                valueChanged=True,
+            ))
     changes.extend(removal(r) for r in current if r.key not in kept)
     return changes
 

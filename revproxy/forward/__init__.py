@@ -2,7 +2,11 @@
 Forwarding: the L{twisted.web.proxy}-derived resource that routes each
 request (L{revproxy.forward.resource}), the exchange that carries one
 request to an upstream and its response back, phase by phase
-(L{revproxy.forward.exchange}), the retry policy it consults
-(L{revproxy.forward.retry}), and the small interfaces it reports each
-request through (L{revproxy.forward.reporting}).
+(L{revproxy.forward.exchange}), its retries on other upstreams, the retry
+window and the 503 of a host with no usable upstream
+(L{revproxy.forward.attempts}), the retry policy it consults
+(L{revproxy.forward.retry}), the request key of the hash policy
+(L{revproxy.forward.hashkey}), the options of health, retries and
+balancing (L{revproxy.forward.options}), and the small interfaces it
+reports each request through (L{revproxy.forward.reporting}).
 """

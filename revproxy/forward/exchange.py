@@ -35,6 +35,7 @@ from twisted.python.failure import Failure
 from twisted.web.server import Request
 from zope.interface import implementer
 
+from revproxy.forward.attempts import Attempts
 from revproxy.http.errors import respondWithError
 from revproxy.http.headers import (
     forwardedHeaderLines,
@@ -44,6 +45,7 @@ from revproxy.http.headers import (
 )
 from revproxy.http.server import ProxyRequest
 from revproxy.routing import HostRoute, Upstream
+from revproxy.routing.balancing import consistentHash
 from revproxy.upstream.connection import UpstreamConnection
 from revproxy.upstream.state import UP, HostState, UpstreamState
 
@@ -76,7 +78,7 @@ control."""
 
 
 @implementer(IPushProducer)
-class Exchange:
+class Exchange(Attempts):
     """
     One request's life, phase by phase.  It is the
     L{revproxy.upstream.connection.ResponseReceiver} of its upstream
@@ -92,16 +94,14 @@ class Exchange:
         "_rawHost",
         "_conn",
         "_cancelConnect",
-        "_timer",
-        "_tried",
-        "_state",
-        "_upstream",
         "_headers",
         "_body",
         "_responded",
         "_producing",
         "_done",
         "_start",
+        "_key",
+        "_bodySize",
     )
 
     _upstream: Upstream | None
@@ -130,6 +130,11 @@ class Exchange:
         self._producing = False
         self._done = False
         self._start = resource.reactor.seconds()
+        self._key = 0
+        self._bodySize = 0
+        self._attempts = 0
+        self._probe = False
+        self._holds = 0
 
     def start(self) -> None:
         """
@@ -143,6 +148,9 @@ class Exchange:
             request.notifyFinish().addErrback(self.clientGone)
         self._headers = forwardedHeaderLines(request, self._rawHost)
         self._body = self._requestBody()
+        hashKey = self._resource.hashKey
+        if hashKey is not None and self._route.policy is consistentHash:
+            self._key = hashKey(request)
         self.pick()
 
     def _requestBody(self) -> bytes | IO[bytes] | None:
@@ -156,7 +164,7 @@ class Exchange:
             size = 0
         else:
             content.seek(0, 2)
-            size = content.tell()
+            size = self._bodySize = content.tell()
             content.seek(0)
         if not framed and size == 0:
             return None
@@ -171,12 +179,16 @@ class Exchange:
 
     def pick(self) -> None:
         """
-        Let the host's policy choose among all its upstreams, and connect.
+        Let the host's policy choose among its usable upstreams, and
+        connect; with none usable, hold the request (C{--retry-window}) or
+        answer 503.
         """
-        state = self._state = self._host.pick()
-        self._upstream = state.upstream
-        state.inflight += 1
-        self.connect(fresh=False)
+        now = self._resource.reactor.seconds()
+        state = self._host.pick(now, self._key)
+        if state is None:
+            self.noUpstream(now)
+            return
+        self.use(state)
 
     # -- 2. connect --------------------------------------------------------
 
@@ -216,24 +228,14 @@ class Exchange:
         state = self._state
         assert state is not None
         self._state = None
-        state.inflight -= 1
+        self.release(state)
         if not reason.check(CancelledError):
             # A cancelled attempt (the client went away) says nothing about
             # the upstream.
             state.failed(self._resource.reactor.seconds())
-        tried = self._tried
-        if tried is None:
-            tried = self._tried = []
-        tried.append(state)
         # Nothing was sent, so any method can go to the next upstream.
-        left = self._resource.retry.failover(self._host.states, tried)
-        if left:
-            state = self._state = self._host.pickFrom(left)
-            self._upstream = state.upstream
-            state.inflight += 1
-            self.connect(fresh=False)
-            return
-        self.fail(502, b"no upstream for this host could be reached")
+        if not self.retryElsewhere(state, "connect"):
+            self.gaveUp(b"no upstream for this host could be reached")
 
     # -- 3. send -------------------------------------------------------------
 
@@ -303,6 +305,14 @@ class Exchange:
             self._timer.cancel()
             self._timer = None
         self._responded = True
+        if 502 <= code <= 504 and self._resource.failOn5xx:
+            state = self._state
+            if state is not None:
+                state.failed(self._resource.reactor.seconds())
+                # Not a success: the response's end must not restore it.
+                self._probe = False
+                self._state = None
+                self.release(state)
         request = self._request
         request.setResponseCode(code, reason or None)
         out = request.responseHeaders
@@ -337,7 +347,9 @@ class Exchange:
         if self._done:
             return
         state = self._state
-        if state is not None and (state.consecutiveFailures or state.health is not UP):
+        if state is not None and (
+            state.consecutiveFailures or state.health is not UP or state.ejectedUntil
+        ):
             state.succeeded()
         # Finish the response before accounting for it: the end of the last
         # request in flight lets a drain close the client connections.
@@ -378,6 +390,7 @@ class Exchange:
         ):
             # A pooled connection that the upstream closed as we reused it:
             # the request was not processed, try once on a new connection.
+            resource.retried("stale")
             self.connect(fresh=True)
             return
         log.warn(
@@ -386,8 +399,20 @@ class Exchange:
             host=self._route.host,
             error=reason.getErrorMessage(),
         )
-        if self._state is not None:
-            self._state.failed(resource.reactor.seconds())
+        state = self._state
+        if state is not None:
+            state.failed(resource.reactor.seconds())
+            if not responseBytes and (
+                self._body is None or self._bodySize <= resource.retryBuffer
+            ):
+                # Nothing came back and the proxy still holds the body:
+                # another upstream can have the request.
+                self._state = None
+                self.release(state)
+                if self.retryElsewhere(state, "reset"):
+                    return
+                self.gaveUp(b"the upstream server failed to answer")
+                return
         self.fail(502, b"the upstream server failed to answer")
 
     # -- 6. finish or fail -----------------------------------------------------
@@ -409,7 +434,7 @@ class Exchange:
         state = self._state
         if state is not None:
             self._state = None
-            state.inflight -= 1
+            self.release(state)
         request = self._request
         if isinstance(request, ProxyRequest):
             request.watcher = None
@@ -435,8 +460,12 @@ class Exchange:
     def clientGone(self, reason: Failure) -> None:
         """
         The client disconnected before the response was complete: stop the
-        upstream request and close its connection.
+        upstream request and close its connection.  The request is
+        accounted for first, so that the cancelled attempt is not retried
+        elsewhere.
         """
+        if not self._done:
+            self.finish(499)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -447,8 +476,6 @@ class Exchange:
         self._conn = None
         if conn is not None:
             conn.abort()
-        if not self._done:
-            self.finish(499)
 
     # IPushProducer, toward the client.
 

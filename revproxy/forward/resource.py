@@ -26,6 +26,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from revproxy.forward.exchange import Exchange
+from revproxy.forward.hashkey import HashKey, parseHashKey
 from revproxy.forward.reporting import AccessLog, RequestMetrics
 from revproxy.forward.retry import STANDARD_RETRY, RetryPolicy
 from revproxy.http.errors import DateCache, respondWithError
@@ -47,8 +48,22 @@ class RoutingProxyResource(ReverseProxyResource):
     @param states: the runtime state of routes and upstreams; by default a
         new registry that observes C{resolver}.
     @param retry: when a failed request is tried again.
+    @param retries: how many times a request may be tried again
+        (C{--retries}).
+    @param retryBuffer: the largest request body, in bytes, that is sent
+        again after it was sent once (C{--retry-buffer}).
+    @param retryWindow: how long, in seconds from its arrival, a request
+        may wait for an upstream of its host to come back
+        (C{--retry-window}); 0 not to wait.
+    @param failOn5xx: whether a 502, 503 or 504 from an upstream counts as
+        its failure (C{--fail-on-5xx}).
+    @param hashKey: the request key of the C{hash} policy.
 
     @ivar inflight: how many requests are being forwarded now.
+    @ivar retryCounts: how many times requests were tried again, by
+        reason: C{connect} (a failed connection), C{reset} (a failure
+        before any response byte), C{stale} (a pooled connection closed by
+        the upstream), C{window} (a held request tried again).
     """
 
     isLeaf = True
@@ -63,6 +78,11 @@ class RoutingProxyResource(ReverseProxyResource):
         metrics: RequestMetrics | None = None,
         states: UpstreamStates | None = None,
         retry: RetryPolicy = STANDARD_RETRY,
+        retries: int = 2,
+        retryBuffer: int = 64 * 1024,
+        retryWindow: float = 0.0,
+        failOn5xx: bool = False,
+        hashKey: HashKey | None = None,
     ) -> None:
         # ReverseProxyResource's own state is the one upstream it proxies
         # to: we have none (each request's upstream comes from the route
@@ -77,6 +97,12 @@ class RoutingProxyResource(ReverseProxyResource):
         self.reactor = reactor
         self.states = states
         self.retry = retry
+        self.retries = retries
+        self.retryBuffer = retryBuffer
+        self.retryWindow = retryWindow
+        self.failOn5xx = failOn5xx
+        self.hashKey = hashKey if hashKey is not None else parseHashKey("client-ip")
+        self.retryCounts: dict[str, int] = {}
         self.responseTimeout = responseTimeout
         self.accessLog = accessLog
         self.metrics = metrics
@@ -125,6 +151,13 @@ class RoutingProxyResource(ReverseProxyResource):
         if self.metrics is not None:
             self.metrics.requestEnded("", code, "", 0.0)
         return NOT_DONE_YET
+
+    def retried(self, reason: str) -> None:
+        """
+        Count a request tried again for C{reason}.
+        """
+        counts = self.retryCounts
+        counts[reason] = counts.get(reason, 0) + 1
 
     # -- in-flight accounting, for draining -------------------------------
 

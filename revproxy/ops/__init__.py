@@ -1,5 +1,6 @@
 """
 What operators see and use: the drain on shutdown, the access log, JSON
-logs, the request counters behind C{/metrics} and the admin site.  These
-modules read the rest of revproxy; nothing below them imports them.
+logs, the request counters behind C{/metrics}, the admin site and the
+upstreams' health in it (L{revproxy.ops.upstreams}).  These modules read
+the rest of revproxy; nothing below them imports them.
 """

@@ -8,8 +8,10 @@ listener of its own (C{--admin}).
   watch is live or etcd was last heard from within the grace period; 503
   otherwise, so that a load balancer in front stops sending traffic to a
   node that has lost etcd for long.
-- C{/routes}: the table as JSON, with the in-flight requests per upstream
-  and the state of the etcd sync.
+- C{/routes}: the table as JSON, with each upstream's runtime state (up,
+  down, ejected, failures, in flight, last check) and the state of the
+  etcd sync; C{/routes/<host>} explains the route of one request host
+  (L{revproxy.ops.upstreams}).
 - C{/metrics}: Prometheus text format.
 """
 
@@ -29,14 +31,16 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
-from twisted.web.server import Request
+from twisted.web.server import Request, Site
 
 from revproxy.forward.reporting import RequestMetrics
 from revproxy.ops.metrics import BUCKETS, ProxyMetrics
 from revproxy.routing.address import Upstream
-from revproxy.routing.resolver import RouteResolver
+from revproxy.ops.upstreams import explainRoute, healthMetrics, upstreamState
+from revproxy.routing.resolver import NoRouteTable, RouteResolver
+from revproxy.upstream.state import UpstreamStates
 
-__all__ = ["AdminResource", "ProxyCollector"]
+__all__ = ["AdminResource", "AdminSite", "ProxyCollector"]
 
 
 class _Leaf(Resource):
@@ -68,7 +72,21 @@ class _Routes(_Leaf):
     def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
-        return json.dumps(self.admin.routes(), indent=2, sort_keys=True).encode() + b"\n"
+        path = [p for p in request.postpath or [] if p]
+        if not path:
+            data: Any = self.admin.routes()
+        else:
+            host = b"/".join(path).decode("utf-8", "replace")
+            try:
+                data = self.admin.explain(host)
+            except NoRouteTable:
+                request.setResponseCode(503)
+                data = {"error": "no route table loaded yet"}
+            else:
+                if data is None:
+                    request.setResponseCode(404)
+                    data = {"error": f"no route for host {host}"}
+        return json.dumps(data, indent=2, sort_keys=True).encode() + b"\n"
 
 
 class _Metrics(_Leaf):
@@ -92,8 +110,10 @@ class AdminResource(Resource):
         clock: IReactorTime,
         sync: Any = None,
         graceSeconds: float = 30.0,
+        states: UpstreamStates | None = None,
     ) -> None:
         super().__init__()
+        self._states = states
         self._resolver = resolver
         self._pool = pool
         self._clock = clock
@@ -129,6 +149,15 @@ class AdminResource(Resource):
             return None
         return float(self._clock.seconds() - sync.lastContact)
 
+    def explain(self, host: str) -> dict[str, Any] | None:
+        """
+        The explanation of the route of request host C{host}, or L{None}.
+
+        @raise NoRouteTable: if no table is loaded yet.
+        """
+        states = self._states if self._states is not None else UpstreamStates()
+        return explainRoute(self._resolver, states, host, self._clock.seconds())
+
     def routes(self) -> dict[str, Any]:
         """
         The route table and the sync's state, as JSON-ready data.
@@ -147,6 +176,10 @@ class AdminResource(Resource):
                     }
                     for u in route.upstreams
                 ]
+                if self._states is not None:
+                    now = self._clock.seconds()
+                    for entry, u in zip(entries, route.upstreams):
+                        entry.update(upstreamState(self._states.get(u), now))
                 if sync is not None:
                     for entry, key in zip(entries, sync.keysOf(host)):
                         entry["key"] = key
@@ -182,7 +215,12 @@ class ProxyCollector(Collector):
     """
 
     def __init__(
-        self, metrics: RequestMetrics | None, resource: Any, pool: Any, sync: Any = None
+        self,
+        metrics: RequestMetrics | None,
+        resource: Any,
+        pool: Any,
+        sync: Any = None,
+        checker: Any = None,
     ) -> None:
         if not isinstance(metrics, ProxyMetrics):
             raise TypeError(f"ProxyCollector reads a ProxyMetrics, not {metrics!r}")
@@ -190,6 +228,7 @@ class ProxyCollector(Collector):
         self._resource = resource
         self._pool = pool
         self._sync = sync
+        self._checker = checker
 
     def collect(self) -> Iterator[Metric]:
         m = self._metrics
@@ -237,6 +276,14 @@ class ProxyCollector(Collector):
             "Upstream connections opened.",
             value=self._pool.opened,
         )
+        states = getattr(self._resource, "states", None)
+        if states is not None:
+            yield from healthMetrics(
+                states,
+                getattr(self._resource, "retryCounts", {}),
+                None if self._checker is None else self._checker.results,
+                self._resource.reactor.seconds(),
+            )
 
         sync = self._sync
         if sync is None:
@@ -264,3 +311,15 @@ class ProxyCollector(Collector):
             "1 while the etcd watch is running.",
             value=1 if sync.live else 0,
         )
+
+
+class AdminSite(Site):
+    """
+    The admin endpoint's site: quiet, since health checks poll it often.
+    """
+
+    noisy = False
+    displayTracebacks = False
+
+    def log(self, request: object) -> None:
+        pass

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 __all__ = [
     "RouteError",
+    "HealthCheck",
     "Upstream",
     "parseUpstream",
     "parseHostPattern",
@@ -39,6 +40,21 @@ _LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)\Z")
 
 
 @dataclass(frozen=True, slots=True)
+class HealthCheck:
+    """
+    An upstream's active health check settings, as its etcd value may
+    override them (C{{"health": {"path": "/ready", "interval": 2}}}); a
+    field left L{None} takes the proxy's C{--health-*} option.
+    """
+
+    path: str | None = None
+    interval: float | None = None
+    timeout: float | None = None
+    rise: int | None = None
+    fall: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Upstream:
     """
     One server that requests can be forwarded to.
@@ -49,6 +65,10 @@ class Upstream:
     @ivar base_path: a path prefix joined with every request path, as bytes,
         or C{b""} for none.
     @ivar weight: the relative weight for weighted balancing policies.
+    @ivar health: the health check settings its etcd value overrides, or
+        L{None}.
+    @ivar balance: the balancing policy named in its etcd value, or
+        L{None}; a host takes the first one of its keys names.
     """
 
     scheme: str
@@ -56,6 +76,8 @@ class Upstream:
     port: int
     basePath: bytes = b""
     weight: int = field(default=1, compare=False)
+    health: HealthCheck | None = field(default=None, compare=False)
+    balance: str | None = field(default=None, compare=False)
     name: str = field(init=False, compare=False, repr=False)
     """The canonical text form, as C{str} gives it."""
 

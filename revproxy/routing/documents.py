@@ -10,10 +10,12 @@ use.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
 from revproxy.routing.address import RouteError, Upstream, parseHostPattern, parseUpstream
+from revproxy.routing.codec import parseBalance, parseHealth
 
 __all__ = ["DocumentError", "Routes", "parseRouteDocument", "lineOf"]
 
@@ -61,7 +63,7 @@ def _documentEntry(entry: object, where: str) -> Upstream:
     if isinstance(entry, str):
         return parseUpstream(entry)
     if isinstance(entry, dict):
-        unknown = set(entry) - {"upstream", "weight"}
+        unknown = set(entry) - {"upstream", "weight", "health", "balance"}
         if unknown:
             raise RouteError(f"{where}: unknown field {sorted(unknown)[0]!r}")
         address = entry.get("upstream")
@@ -72,7 +74,12 @@ def _documentEntry(entry: object, where: str) -> Upstream:
             raise RouteError(
                 f"{where}: weight {weight!r} is not a whole number of at least 1"
             )
-        return parseUpstream(address, weight)
+        upstream = parseUpstream(address, weight)
+        health = parseHealth(entry.get("health"))
+        balance = parseBalance(entry.get("balance"))
+        if health is not None or balance is not None:
+            upstream = dataclasses.replace(upstream, health=health, balance=balance)
+        return upstream
     raise RouteError(
         f'{where}: expected an address or {{"upstream": ADDRESS, "weight": N}}'
     )

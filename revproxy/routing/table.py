@@ -14,9 +14,9 @@ from typing import Protocol
 from immutables import Map
 
 from revproxy.routing.address import RouteError, Upstream
-from revproxy.routing.balancing import Policy, roundRobin
+from revproxy.routing.balancing import Policy, policyNamed, roundRobin
 
-__all__ = ["HostRoute", "RouteTable", "RouteLookup"]
+__all__ = ["HostRoute", "RouteTable", "RouteLookup", "hostPolicy"]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -39,12 +39,28 @@ class HostRoute:
 
     def sameUpstreams(self, other: Sequence[Upstream]) -> bool:
         """
-        Whether C{other} lists the same upstreams, weights included, in the
-        same order.
+        Whether C{other} lists the same upstreams, weights, health check
+        settings and policy names included, in the same order.
         """
         return len(other) == len(self.upstreams) and all(
-            a == b and a.weight == b.weight for a, b in zip(self.upstreams, other)
+            a == b
+            and a.weight == b.weight
+            and a.health == b.health
+            and a.balance == b.balance
+            for a, b in zip(self.upstreams, other)
         )
+
+
+def hostPolicy(upstreams: Sequence[Upstream], default: Policy) -> Policy:
+    """
+    The policy of a host with C{upstreams}: the one named by the first
+    upstream (in route order, i.e. etcd key order) that names one, else
+    C{default}.
+    """
+    for u in upstreams:
+        if u.balance is not None:
+            return policyNamed(u.balance)
+    return default
 
 
 class RouteLookup(Protocol):
@@ -144,7 +160,8 @@ class RouteTable:
         upstreams, each host balanced by the policy C{balancer}.
         """
         return cls(
-            HostRoute(host, tuple(ups), balancer) for host, ups in routes.items()
+            HostRoute(host, tuple(ups), hostPolicy(ups, balancer))
+            for host, ups in routes.items()
         )
 
     def withChanges(
@@ -165,7 +182,7 @@ class RouteTable:
                 if old is not None:
                     routes[host] = None
             elif old is None or not old.sameUpstreams(ups):
-                routes[host] = HostRoute(host, tuple(ups), balancer)
+                routes[host] = HostRoute(host, tuple(ups), hostPolicy(ups, balancer))
         new = RouteTable.__new__(RouteTable)
         new._routes = self._routes
         new._exact = self._exact

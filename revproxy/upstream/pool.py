@@ -44,6 +44,23 @@ class _ConnectionFactory(Factory):
         return UpstreamConnection(self._pool, self._key)
 
 
+class _Unpooled:
+    """
+    Stands in for the pool for a dedicated connection: it is closed after
+    its one request, never kept idle or given to anyone else.
+    """
+
+    def _release(self, conn: UpstreamConnection) -> None:
+        if conn.transport is not None:
+            conn.transport.loseConnection()
+
+    def _lost(self, conn: UpstreamConnection) -> None:
+        pass
+
+
+_UNPOOLED = _Unpooled()
+
+
 ConnectCallback = Callable[[UpstreamConnection], None]
 FailCallback = Callable[[Failure], None]
 
@@ -147,6 +164,24 @@ class UpstreamPool(Service):
             onFailure(f)
 
         d.addCallbacks(connected, failed)
+        return d.cancel
+
+    def dedicatedConnection(
+        self, upstream: Upstream, onConnection: ConnectCallback, onFailure: FailCallback
+    ) -> Callable[[], None]:
+        """
+        Open a new connection to C{upstream} with the pool's endpoint (its
+        connect timeout and TLS verification) that is closed after one
+        request and never shared: for health checks.  Returns a function
+        that cancels the attempt.
+        """
+        key = upstream.key
+        endpoint = self._endpoints.get(key)
+        if endpoint is None:
+            endpoint = self._endpoints[key] = self._endpointFactory(upstream)
+        factory = _ConnectionFactory(_UNPOOLED, key)  # type: ignore[arg-type]
+        d: Deferred[UpstreamConnection] = endpoint.connect(factory)  # type: ignore[assignment]
+        d.addCallbacks(onConnection, onFailure)
         return d.cancel
 
     def _release(self, conn: UpstreamConnection) -> None:

@@ -349,3 +349,89 @@ class WatchTests(SynchronousTestCase):
         self.assertEqual(self.lines(), ["+ c 127.0.0.1:4000 revision=3"])
         self.assertEqual(self.successResultOf(self.watcher.stop()), 0)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class LsAdminTests(SynchronousTestCase):
+    def _routes(self) -> bytes:
+        return json.dumps({"hosts": {"a": [
+            {"upstream": "127.0.0.1:4000", "state": "ejected", "ejected_for": 7.2,
+             "consecutive_failures": 3, "requests_in_flight": 0,
+             "last_check": None},
+            {"upstream": "127.0.0.1:4001", "state": "up", "ejected_for": None,
+             "consecutive_failures": 0, "requests_in_flight": 2,
+             "last_check": {"passed": True, "seconds_ago": 1.4}},
+        ]}}).encode()
+
+    def test_health(self) -> None:
+        """ls --admin URL adds each upstream's state, failures, in-flight requests and last check from the node's /routes."""
+        c = Commands(self)
+        c.put("/hosts/a/127.0.0.1:4000")
+        c.put("/hosts/a/127.0.0.1:4001")
+        asked = []
+
+        async def fetch(url: str) -> bytes:
+            asked.append(url)
+            return self._routes()
+
+        config = c.config("ls", "--admin", "http://127.0.0.1:9901/")
+        self.successResultOf(run(runLs(c.store, config, c.out, c.err, fetch)))
+        self.assertEqual(asked, ["http://127.0.0.1:9901/routes"])
+        self.assertEqual(c.out.getvalue().splitlines(), [
+            "HOST  UPSTREAM        WEIGHT  STATE        FAILURES  INFLIGHT  CHECK",
+            "a     127.0.0.1:4000  1       ejected(7s)  3         0         -",
+            "a     127.0.0.1:4001  1       up           0         2         pass 1s ago",
+        ])
+
+    def test_adminUnreachable(self) -> None:
+        """ls --admin with a node that cannot be read fails with one line naming the URL."""
+        c = Commands(self)
+        c.put("/hosts/a/127.0.0.1:4000")
+
+        async def fetch(url: str) -> bytes:
+            raise ConnectionRefusedError("refused")
+
+        config = c.config("ls", "--admin", "http://127.0.0.1:9901")
+        f = self.failureResultOf(run(runLs(c.store, config, c.out, c.err, fetch)))
+        self.assertIn("cannot read http://127.0.0.1:9901/routes", str(f.value))
+
+    def test_badAdmin(self) -> None:
+        """ls --admin with something that is not an http URL is a usage error."""
+        from revproxy.ctl.args import UsageError
+
+        with self.assertRaises(UsageError):
+            parseArgs(["ls", "--admin", "127.0.0.1:9901"], {})
+
+    def test_weightChangeKeepsHealth(self) -> None:
+        """add --weight on an upstream keeps the health and balance fields of its value."""
+        c = Commands(self)
+        c.put("/hosts/a/127.0.0.1:4000", b'{"health": {"path": "/ready"}, "balance": "hash"}')
+        c.run("add", "a", "127.0.0.1:4000", "--weight", "2")
+        self.assertEqual(
+            json.loads(c.keys()["/hosts/a/127.0.0.1:4000"]),
+            {"weight": 2, "health": {"path": "/ready"}, "balance": "hash"},
+        )
+
+
+class HealthDocumentTests(SynchronousTestCase):
+    def test_exportImportKeepHealth(self) -> None:
+        """export writes a value's health and balance; import of that document into an empty etcd writes them back, and changing them is a ~ change."""
+        c = Commands(self)
+        value = b'{"health": {"path": "/ready", "interval": 2.0}, "balance": "hash"}'
+        c.put("/hosts/a/127.0.0.1:4000", value)
+        c.run("export")
+        document = json.loads(c.out.getvalue())
+        self.assertEqual(document, {"a": [{
+            "upstream": "127.0.0.1:4000", "weight": 1,
+            "health": {"path": "/ready", "interval": 2.0}, "balance": "hash",
+        }]})
+        from revproxy.ctl.documents import parseRouteDocument
+
+        routes = parseRouteDocument(json.dumps(document), "f")
+        empty = Commands(self)
+        empty.run("import", "f", routes=routes)
+        self.assertEqual(json.loads(empty.keys()["/hosts/a/127.0.0.1:4000"]), json.loads(value))
+        document["a"][0]["balance"] = "random"
+        empty.lines()
+        empty.run("import", "f", routes=parseRouteDocument(json.dumps(document), "f"))
+        self.assertIn("~ a 127.0.0.1:4000 health/balance changed", empty.out.getvalue())
+        self.assertEqual(json.loads(empty.keys()["/hosts/a/127.0.0.1:4000"])["balance"], "random")

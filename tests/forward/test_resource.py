@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -35,6 +36,7 @@ class ProxyHarness:
         self,
         routes: Mapping[str, Sequence[str]] | None = None,
         timeout: float = 60.0,
+        **resourceArgs: Any,
     ) -> None:
         if routes is None:
             routes = {"a.com": ["10.0.0.1:80"]}
@@ -58,6 +60,7 @@ class ProxyHarness:
             self.reactor,
             responseTimeout=timeout,
             accessLog=lambda *a: self.logged.append(a),
+            **resourceArgs,
         )
         self.site = ProxySite(self.resource, reactor=self.reactor)
 
@@ -552,7 +555,11 @@ class ClientSideTests(SynchronousTestCase):
         channel, _ = h.client(_get())
         [(factory, d)] = h.endpoint().pending
         channel.connectionLost(Failure(ConnectionDone()))  # type: ignore[attr-defined]
-        self.failureResultOf(d)
+        # The endpoint's attempt was cancelled (its Deferred failed with
+        # CancelledError, which the pool handled), and nothing was retried.
+        self.assertEqual(h.endpoint().cancelled, 1)
+        self.assertTrue(d.called)
+        self.assertEqual(h.endpoint().pending, [(factory, d)])
         self.assertEqual(h.resource.inflight, 0)
 
     def test_backpressure(self) -> None:

@@ -241,10 +241,14 @@ class UpstreamServer:
         self._port: IListeningPort | None = None
         self.port = 0
 
-    async def start(self) -> UpstreamServer:
+    async def start(self, port: int = 0) -> UpstreamServer:
+        """
+        Listen on C{port} of 127.0.0.1 (0 for any free port; the port of a
+        stopped server to start it again).
+        """
         factory = Factory.forProtocol(lambda: UpstreamConnection(self))
         factory.noisy = False
-        endpoint = TCP4ServerEndpoint(self.reactor, 0, interface="127.0.0.1")
+        endpoint = TCP4ServerEndpoint(self.reactor, port, interface="127.0.0.1")
         self._port = await endpoint.listen(factory)
         self.port = self._port.getHost().port
         return self

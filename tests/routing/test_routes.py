@@ -410,3 +410,62 @@ class ResolverObserverTests(SynchronousTestCase):
         resolver.replace(RouteTable([t1.routes["a.com"], *_table("c.com").routes.values()]))
         self.assertEqual(recorder.changes[1:], [(["b.com"], ["c.com"])])
 
+
+
+class HealthValueTests(SynchronousTestCase):
+    def test_healthAndBalance(self) -> None:
+        """
+        The value's health object and balance name reach the upstream, and
+        routeValue writes them back the same.
+        """
+        from revproxy.routing.address import HealthCheck
+        from revproxy.routing.codec import parseRouteKey, routeValue
+
+        value = b'{"weight": 3, "health": {"path": "/ready", "interval": 2}, "balance": "least-requests"}'
+        host, upstream = parseRouteKey("/hosts/a.com/10.0.0.1:80", "/hosts/", value)
+        self.assertEqual(upstream.weight, 3)
+        self.assertEqual(upstream.health, HealthCheck(path="/ready", interval=2.0))
+        self.assertEqual(upstream.balance, "least-requests")
+        again = parseRouteKey(
+            "/hosts/a.com/10.0.0.1:80",
+            "/hosts/",
+            routeValue(upstream.weight, upstream.health, upstream.balance),
+        )[1]
+        self.assertEqual(
+            (again.weight, again.health, again.balance),
+            (upstream.weight, upstream.health, upstream.balance),
+        )
+
+    def test_bad(self) -> None:
+        """
+        A bad health object or balance name makes the key not parse, with
+        the reason.
+        """
+        from revproxy.routing.codec import parseRouteKey
+
+        for value, why in [
+            (b'{"health": 3}', "health"),
+            (b'{"health": {"path": "ready"}}', "path"),
+            (b'{"health": {"interval": -1}}', "interval"),
+            (b'{"health": {"rise": 1.5}}', "rise"),
+            (b'{"balance": "fastest"}', "balance"),
+        ]:
+            with self.assertRaises(RouteError) as cm:
+                parseRouteKey("/hosts/a.com/10.0.0.1:80", "/hosts/", value)
+            self.assertIn(why, str(cm.exception))
+
+    def test_hostPolicy(self) -> None:
+        """
+        A host takes the policy its first key naming one names; a change of
+        it makes a new route.
+        """
+        from revproxy.routing.balancing import leastRequests
+
+        a = parseUpstream("10.0.0.1:1")
+        b = Upstream("http", "10.0.0.2", 2, balance="least-requests")
+        table = RouteTable().withChanges({"x.com": [a, b]})
+        self.assertIs(table.routes["x.com"].policy, leastRequests)
+        plain = Upstream("http", "10.0.0.2", 2)
+        newer = table.withChanges({"x.com": [a, plain]})
+        self.assertIsNot(newer.routes["x.com"], table.routes["x.com"])
+        self.assertIs(newer.routes["x.com"].policy, roundRobin)

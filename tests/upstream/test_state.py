@@ -226,3 +226,68 @@ class RegistryTests(SynchronousTestCase):
         )
         self.assertEqual(calls, [(2, 2)])
         self.assertEqual(len(states), 10000)
+
+
+class PassiveHealthTests(SynchronousTestCase):
+    def _state(self, **rules: float) -> UpstreamState:
+        from revproxy.upstream.state import PassiveHealth
+
+        return UpstreamState(parseUpstream("10.0.0.1:1"), PassiveHealth(**rules))  # type: ignore[arg-type]
+
+    def test_ejectAfterMaxFailsInWindow(self) -> None:
+        """
+        max-fails failures within the window eject the upstream for the
+        eject time; failures spread wider do not.
+        """
+        state = self._state(maxFails=3, failWindow=10, ejectTime=10)
+        self.assertFalse(state.failed(0.0))
+        self.assertFalse(state.failed(6.0))
+        self.assertFalse(state.failed(11.0))  # 0.0 is out of the window
+        self.assertTrue(state.failed(12.0))
+        self.assertEqual(state.ejectedUntil, 22.0)
+
+    def test_doubling(self) -> None:
+        """
+        A failed probe ejects again for twice as long, up to 300 s; a
+        success resets it.
+        """
+        state = self._state(maxFails=1, ejectTime=100)
+        state.failed(0.0)
+        self.assertEqual(state.ejectedUntil, 100.0)
+        state.failed(100.0)
+        self.assertEqual(state.ejectedUntil, 300.0)
+        state.failed(300.0)
+        self.assertEqual(state.ejectedUntil, 600.0)
+        state.succeeded()
+        self.assertEqual((state.ejectedUntil, state.ejections), (0.0, 0))
+        state.failed(700.0)
+        self.assertEqual(state.ejectedUntil, 800.0)
+
+    def test_counted(self) -> None:
+        """
+        Each ejection is counted by upstream name.
+        """
+        from revproxy.upstream.state import PassiveHealth
+
+        rules = PassiveHealth(maxFails=1)
+        state = UpstreamState(parseUpstream("10.0.0.1:1"), rules)
+        state.failed(0.0)
+        self.assertEqual(rules.ejections, {"10.0.0.1:1": 1})
+
+    def test_never(self) -> None:
+        """
+        max-fails 0 never ejects.
+        """
+        state = self._state(maxFails=0)
+        for t in range(10):
+            self.assertFalse(state.failed(float(t)))
+
+    def test_startDown(self) -> None:
+        """
+        A registry told to start upstreams down makes new states down.
+        """
+        states = UpstreamStates(startDown=True)
+        route = HostRoute("a.com", (parseUpstream("10.0.0.1:1"),))
+        host = states.forRoute(route)
+        self.assertTrue(host.states[0].down)
+        self.assertIsNone(host.pick(0.0))
