@@ -34,10 +34,12 @@ HOP_BY_HOP = frozenset(
         b"upgrade",
         b"proxy-authenticate",
         b"proxy-authorization",
+        b"http2-settings",
     }
 )
-"""Hop-by-hop fields (RFC 9110 section 7.6.1, and those Go's httputil
-drops), never forwarded in either direction."""
+"""Hop-by-hop fields (RFC 9110 section 7.6.1, those Go's httputil drops,
+and h2c's connection-specific C{HTTP2-Settings}), never forwarded in either
+direction (an upgrade request's C{Upgrade}: L{revproxy.http.upgrade})."""
 
 REQUEST_DROP = HOP_BY_HOP | {
     b"content-length",
