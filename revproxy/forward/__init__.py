@@ -3,6 +3,7 @@ Forwarding: the L{twisted.web.proxy}-derived resource that routes each
 request (L{revproxy.forward.resource}), the exchange that carries one
 request to an upstream and its response back, phase by phase
 (L{revproxy.forward.exchange}), the retry policy it consults
-(L{revproxy.forward.retry}), and the small interfaces it reports each
+(L{revproxy.forward.retry}), the tunnels that carry bytes both ways after
+a 101 (L{revproxy.forward.tunnel}), and the small interfaces it reports each
 request through (L{revproxy.forward.reporting}).
 """

@@ -41,7 +41,8 @@ from revproxy.http.headers import (
     originForm,
     relayResponseHeaders,
 )
-from revproxy.http.server import ProxyRequest
+from revproxy.http.server import ProxyChannel, ProxyRequest
+from revproxy.http.upgrade import upgradeOffer, upgradeRequestLines
 from revproxy.routing import HostRoute, Upstream
 from revproxy.upstream.connection import UpstreamConnection
 from revproxy.upstream.state import UP, HostState, UpstreamState
@@ -86,6 +87,7 @@ class Exchange:
         "_producing",
         "_done",
         "_start",
+        "_upgrade",
     )
 
     _upstream: Upstream | None
@@ -126,6 +128,15 @@ class Exchange:
         else:
             request.notifyFinish().addErrback(self.clientGone)
         self._headers = forwardedHeaderLines(request, self._rawHost)
+        offer = upgradeOffer(request.requestHeaders)
+        # Only HTTP/1.1 upgrades, and only a ProxyChannel can be taken over.
+        self._upgrade = (
+            offer is not None
+            and request.clientproto == b"HTTP/1.1"
+            and isinstance(request.channel, ProxyChannel)
+        )
+        if self._upgrade:
+            self._headers += upgradeRequestLines(offer)  # type: ignore[arg-type]
         self._body = self._requestBody()
         self.pick()
 
@@ -226,7 +237,7 @@ class Exchange:
         Send the request head and body on C{conn}.
         """
         request = self._request
-        conn.send(self.head(), self._body, self, request.method == b"HEAD")
+        conn.send(self.head(), self._body, self, request.method == b"HEAD", self._upgrade)
 
     def head(self) -> bytes:
         """
@@ -328,6 +339,29 @@ class Exchange:
         request.finish()
         self.finish(request.code)
 
+    def switchedProtocols(
+        self, reason: bytes, headers: list[tuple[bytes, bytes]], rest: bytes
+    ) -> None:
+        """
+        The upstream switched protocols: the request ends as a tunnel
+        (L{revproxy.forward.tunnel}), logged when the tunnel ends.
+        """
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        conn = self._conn
+        self._conn = None
+        if self._done or conn is None:
+            if conn is not None:
+                conn.abort()
+            return
+        self._responded = True
+        self._resource.tunnels.open(
+            self._request, conn, self._route, self._upstream, self._start,  # type: ignore[arg-type]
+            reason, headers, rest,
+        )
+        self.finish(101)
+
     def exchangeFailed(self, reason: Failure, responseBytes: bool) -> None:
         conn = self._conn
         self._conn = None
@@ -403,7 +437,7 @@ class Exchange:
         if accessLog is not None or metrics is not None:
             duration = resource.reactor.seconds() - self._start
             upstream = self._upstream
-            if accessLog is not None:
+            if accessLog is not None and code != 101:  # a tunnel logs its end
                 accessLog(request, code, upstream, duration)
             if metrics is not None:
                 metrics.requestEnded(

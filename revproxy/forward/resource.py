@@ -28,6 +28,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from revproxy.forward.exchange import Exchange
 from revproxy.forward.reporting import AccessLog, RequestMetrics
 from revproxy.forward.retry import STANDARD_RETRY, RetryPolicy
+from revproxy.forward.tunnel import TunnelRegistry
 from revproxy.http.errors import DateCache, respondWithError
 from revproxy.routing import RouteError, normalizeRequestHost
 from revproxy.routing.resolver import NoRouteTable, RouteResolver
@@ -47,6 +48,9 @@ class RoutingProxyResource(ReverseProxyResource):
     @param states: the runtime state of routes and upstreams; by default a
         new registry that observes C{resolver}.
     @param retry: when a failed request is tried again.
+    @param tunnels: the registry of open tunnels; by default a new one
+        (with the default timeouts, logging ends to C{accessLog}'s
+        C{tunnelEnded} if it has one) that observes C{resolver}.
 
     @ivar inflight: how many requests are being forwarded now.
     """
@@ -63,6 +67,7 @@ class RoutingProxyResource(ReverseProxyResource):
         metrics: RequestMetrics | None = None,
         states: UpstreamStates | None = None,
         retry: RetryPolicy = STANDARD_RETRY,
+        tunnels: TunnelRegistry | None = None,
     ) -> None:
         # ReverseProxyResource's own state is the one upstream it proxies
         # to: we have none (each request's upstream comes from the route
@@ -72,6 +77,10 @@ class RoutingProxyResource(ReverseProxyResource):
         if states is None:
             states = UpstreamStates()
             resolver.addObserver(states)
+        if tunnels is None:
+            tunnels = TunnelRegistry(reactor, log=getattr(accessLog, "tunnelEnded", None))
+            resolver.addObserver(tunnels)
+        self.tunnels = tunnels
         self.resolver = resolver
         self.pool = pool
         self.reactor = reactor

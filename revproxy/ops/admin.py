@@ -238,6 +238,8 @@ class ProxyCollector(Collector):
             value=self._pool.opened,
         )
 
+        yield from _tunnelMetrics(self._resource.tunnels)
+
         sync = self._sync
         if sync is None:
             return
@@ -264,3 +266,33 @@ class ProxyCollector(Collector):
             "1 while the etcd watch is running.",
             value=1 if sync.live else 0,
         )
+
+
+def _tunnelMetrics(tunnels: Any) -> Iterator[Metric]:
+    """
+    The tunnel metrics of a L{revproxy.forward.tunnel.TunnelRegistry}.
+    """
+    opened = GaugeMetricFamily(
+        "revproxy_tunnels_open",
+        "Tunnels open now (after a 101), by route host.",
+        labels=["host"],
+    )
+    draining = GaugeMetricFamily(
+        "revproxy_tunnels_draining",
+        "Open tunnels whose upstream left the host's route, by route host.",
+        labels=["host"],
+    )
+    for host, (n, d) in sorted(tunnels.counts().items()):
+        opened.add_metric([host], n)
+        draining.add_metric([host], d)
+    yield opened
+    yield draining
+    relayed = CounterMetricFamily(
+        "revproxy_tunnel_bytes",
+        "Bytes relayed by tunnels: upstream is from clients to upstreams, "
+        "downstream from upstreams to clients.",
+        labels=["direction"],
+    )
+    relayed.add_metric(["upstream"], tunnels.bytesUpstream)
+    relayed.add_metric(["downstream"], tunnels.bytesDownstream)
+    yield relayed

@@ -163,6 +163,13 @@ class UpstreamPool(Service):
         if self._sweeper is None:
             self._sweeper = self._clock.callLater(self.idleTimeout, self._sweep)
 
+    def detach(self, conn: UpstreamConnection) -> None:
+        """
+        C{conn} leaves the pool for good (it switched protocols): it is no
+        longer counted and never reused.
+        """
+        self._busy.discard(conn)
+
     def _lost(self, conn: UpstreamConnection) -> None:
         self._busy.discard(conn)
         idle = self._idle.get(conn.key)
