@@ -280,6 +280,22 @@ class RegistryTests(SynchronousTestCase):
         h.resolver.apply({"a.com": [parseUpstream("10.0.0.1:80")]})
         self.assertEqual(h.tunnels.counts(), {"a.com": (1, 0)})
 
+    def test_routeChangeKeepsRequestInFlight(self) -> None:
+        """
+        A request in flight to an upstream that leaves its host's route
+        completes: nothing is closed on a route change.
+        """
+        from tests.forward.test_resource import OK, _get
+
+        h = TunnelHarness()
+        _, client = h.connect(_get())
+        conn, upstream = h.upstream()
+        h.resolver.apply({"a.com": [parseUpstream("10.0.0.2:80")]})
+        self.assertFalse(upstream.disconnecting or client.disconnecting)
+        conn.dataReceived(OK)
+        self.assertTrue(client.value().endswith(b"hello"))
+        self.assertEqual(h.resource.inflight, 0)
+
     def test_drainTimeout(self) -> None:
         """
         With a tunnel drain timeout, a draining tunnel is closed after it.
