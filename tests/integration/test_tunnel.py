@@ -316,3 +316,44 @@ def test_conformance_cases(echo, start):
     assert figures["same"] == figures["cases"]
     assert figures["proxied"] == figures["direct"]
     assert figures["direct"] >= figures["cases"] - 1, figures["failedDirect"]  # type: ignore[operator]
+
+
+def test_websocket_over_a_tls_listener(echo, tmp_path):
+    """A wss:// client through an ssl: listener gets its echo and a clean close."""
+    import re
+    import socket
+    import ssl
+
+    from websockets.sync.client import connect
+
+    from tests.integration.test_tls import selfSigned
+    from tests.integration.upstreams import ProxyProcess
+
+    ca, pem = selfSigned(tmp_path, HOST)
+    (tmp_path / "server.pem").write_bytes(pem)
+    proc = ProxyProcess(
+        [
+            "--no-access-log",
+            "--listen",
+            f"ssl:0:interface=127.0.0.1:privateKey={tmp_path / 'server.pem'}",
+            "--route",
+            f"{HOST}={echo.address}",
+        ],
+        tmp_path,
+    )
+    try:
+        waitFor(lambda: "starting on" in proc.text(), 20, "the listener")
+        port = int(re.search(r"starting on (\d+)", proc.text()).group(1))  # type: ignore[union-attr]
+        context = ssl.create_default_context(cafile=str(ca))
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        with connect(
+            f"wss://{HOST}/echo", sock=sock, ssl=context, server_hostname=HOST, max_size=None
+        ) as ws:
+            ws.send("hi")
+            assert ws.recv(timeout=5) == "hi"
+            ws.send(b"x" * MiB)
+            assert ws.recv(timeout=10) == b"x" * MiB
+            ws.close()
+            assert ws.close_code == 1000
+    finally:
+        proc.kill()
