@@ -356,6 +356,9 @@ class Exchange:
                 conn.abort()
             return
         self._responded = True
+        state = self._state
+        if state is not None and (state.consecutiveFailures or state.health is not UP):
+            state.succeeded()
         self._resource.tunnels.open(
             self._request, conn, self._route, self._upstream, self._start,  # type: ignore[arg-type]
             reason, headers, rest,

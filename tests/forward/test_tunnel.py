@@ -169,6 +169,19 @@ class TunnelTests(SynchronousTestCase):
         self.assertEqual((h.pool.busyCount(), h.pool.idleCount()), (0, 0))
         self.assertEqual(h.logged, [])
 
+    def test_switchIsASuccess(self) -> None:
+        """
+        A 101 counts as a success of the upstream, and its request ends
+        (not in flight for the balancers) while the tunnel lives on.
+        """
+        h = TunnelHarness()
+        state = h.resource.states.get(parseUpstream("10.0.0.1:80"))
+        assert state is not None
+        state.failed(0.0)
+        h.open()
+        self.assertEqual((state.health, state.consecutiveFailures, state.inflight), ("up", 0, 0))
+        self.assertEqual(len(h.tunnels), 1)
+
     def test_flowControl(self) -> None:
         """
         A client that cannot take more pauses the upstream, and an upstream
