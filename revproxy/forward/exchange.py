@@ -41,8 +41,8 @@ from revproxy.http.headers import (
     originForm,
     relayResponseHeaders,
 )
-from revproxy.http.server import ProxyChannel, ProxyRequest
-from revproxy.http.upgrade import upgradeOffer, upgradeRequestLines
+from revproxy.http.server import ProxyRequest
+from revproxy.http.upgrade import requestedUpgrade
 from revproxy.routing import HostRoute, Upstream
 from revproxy.upstream.connection import UpstreamConnection
 from revproxy.upstream.state import UP, HostState, UpstreamState
@@ -128,15 +128,10 @@ class Exchange:
         else:
             request.notifyFinish().addErrback(self.clientGone)
         self._headers = forwardedHeaderLines(request, self._rawHost)
-        offer = upgradeOffer(request.requestHeaders)
-        # Only HTTP/1.1 upgrades, and only a ProxyChannel can be taken over.
-        self._upgrade = (
-            offer is not None
-            and request.clientproto == b"HTTP/1.1"
-            and isinstance(request.channel, ProxyChannel)
-        )
-        if self._upgrade:
-            self._headers += upgradeRequestLines(offer)  # type: ignore[arg-type]
+        upgrade = requestedUpgrade(request)
+        self._upgrade = upgrade is not None
+        if upgrade is not None:
+            self._headers += upgrade
         self._body = self._requestBody()
         self.pick()
 

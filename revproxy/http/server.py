@@ -22,9 +22,8 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 from zope.interface import alsoProvides
 
 from revproxy._compat import takeBufferedRequestData
-from revproxy.http.upgrade import ClientTunnel
 
-__all__ = ["ProxySite", "ProxyChannel", "ProxyRequest", "ClientWatcher"]
+__all__ = ["ProxySite", "ProxyChannel", "ProxyRequest", "ClientWatcher", "ClientTunnel"]
 
 
 class ClientWatcher(Protocol):
@@ -36,6 +35,28 @@ class ClientWatcher(Protocol):
     def clientGone(self, reason: Failure) -> None:
         """
         The client's connection was lost.
+        """
+
+
+class ClientTunnel(Protocol):
+    """
+    What a client connection that switched protocols hands its bytes to
+    (the proxy's tunnel): see L{ProxyChannel.switchProtocols}.
+    """
+
+    def clientDataReceived(self, data: bytes) -> None:
+        """
+        Bytes from the client.
+        """
+
+    def clientReadClosed(self) -> None:
+        """
+        The client will send no more (it half-closed the connection).
+        """
+
+    def clientLost(self, reason: Failure) -> None:
+        """
+        The client connection is closed.
         """
 
 

@@ -14,14 +14,15 @@ and Envoy drop it too).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
 
-from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
+from twisted.web.server import Request
+
+from revproxy.http.server import ProxyChannel
 
 __all__ = [
-    "ClientTunnel",
     "STRIPPED_PROTOCOLS",
+    "requestedUpgrade",
     "upgradeOffer",
     "upgradeRequestLines",
     "switchingHeaders",
@@ -55,6 +56,23 @@ def upgradeOffer(headers: Headers) -> bytes | None:
     return b", ".join(kept) if kept else None
 
 
+def requestedUpgrade(request: Request) -> list[bytes] | None:
+    """
+    The header lines that ask the upstream to switch protocols for
+    C{request}, or L{None} if it does not ask to or cannot: only an HTTP/1.1
+    request on a L{ProxyChannel} (which a tunnel can take over) can.  A
+    plain request pays for one header lookup.
+    """
+    offer = upgradeOffer(request.requestHeaders)
+    if (
+        offer is None
+        or request.clientproto != b"HTTP/1.1"
+        or not isinstance(request.channel, ProxyChannel)
+    ):
+        return None
+    return upgradeRequestLines(offer)
+
+
 def upgradeRequestLines(offer: bytes) -> list[bytes]:
     """
     The header lines, each ending with CRLF, that ask the upstream to
@@ -74,24 +92,3 @@ def switchingHeaders(out: Headers, headers: Sequence[tuple[bytes, bytes]]) -> No
     if upgrades:
         out.setRawHeaders(b"upgrade", upgrades)
 
-
-class ClientTunnel(Protocol):
-    """
-    What a client connection that switched protocols hands its bytes to
-    (the proxy's tunnel): see L{revproxy.http.server.ProxyChannel.switchProtocols}.
-    """
-
-    def clientDataReceived(self, data: bytes) -> None:
-        """
-        Bytes from the client.
-        """
-
-    def clientReadClosed(self) -> None:
-        """
-        The client will send no more (it half-closed the connection).
-        """
-
-    def clientLost(self, reason: Failure) -> None:
-        """
-        The client connection is closed.
-        """

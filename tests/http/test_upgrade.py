@@ -84,3 +84,21 @@ class UpgradeLinesTests(SynchronousTestCase):
         self.assertEqual(out.getRawHeaders(b"upgrade"), [b"websocket"])
         self.assertEqual(out.getRawHeaders(b"connection"), [b"upgrade"])
         self.assertEqual(out.getRawHeaders(b"sec-websocket-accept"), [b"k"])
+
+
+class RequestedUpgradeTests(SynchronousTestCase):
+    def test_onlyProxyChannels(self) -> None:
+        """
+        A request on a channel that no tunnel can take over (not a
+        ProxyChannel) asks for no upgrade.
+        """
+        from twisted.web.test.requesthelper import DummyChannel, DummyRequest
+
+        from revproxy.http.upgrade import requestedUpgrade
+
+        request = DummyRequest([b""])
+        request.channel = DummyChannel()
+        request.clientproto = b"HTTP/1.1"
+        request.requestHeaders.setRawHeaders(b"connection", [b"upgrade"])
+        request.requestHeaders.setRawHeaders(b"upgrade", [b"websocket"])
+        self.assertIsNone(requestedUpgrade(request))
