@@ -10,7 +10,9 @@ for a small proxied request where our budget is 70 µs.  Instead an
 L{UpstreamConnection} writes the request head it is given and parses the
 response itself, calling back a L{ResponseReceiver} (the proxy's exchange)
 with the status, the headers and each piece of the body.  The framing rules
-are those of RFC 9112 section 6.3.
+are those of RFC 9112 section 6.3.  A C{101 Switching Protocols} is accepted
+only for a request that asked to upgrade: the connection then leaves its pool
+for good and hands every later byte to its L{UpstreamTunnel}.
 
 Flow control: the receiver pauses and resumes the connection's transport
 (L{UpstreamConnection.pauseReading}/L{UpstreamConnection.resumeReading}),
