@@ -38,6 +38,7 @@ from revproxy.ops.listener import Listener
 from revproxy.ops.signals import HangupService, Reloader, reopenLogFiles
 from revproxy._compat import logFilesOf
 from revproxy.forward.resource import RoutingProxyResource
+from revproxy.forward.tunnel import TunnelRegistry
 from revproxy.routing.resolver import RouteResolver
 from revproxy.routing import (
     RouteError,
@@ -202,6 +203,8 @@ class Options(usage.Options):
         ["idle-timeout", None, "60", "Seconds a client connection may idle between requests."],
         ["pool-size", None, "64", "Idle connections kept per upstream."],
         ["pool-idle-timeout", None, "60", "Seconds an idle upstream connection is kept."],
+        ["tunnel-idle-timeout", None, "3600", "Seconds a tunnel (after a 101, e.g. a WebSocket) may carry no byte either way before it is closed."],
+        ["tunnel-drain-timeout", None, "0", "Seconds a tunnel to an upstream removed from its host's route lives on; 0 for as long as it lasts."],
         ["upstream-ca", None, None, "PEM file of the CA certificates that https upstreams are verified against (default: the system's)."],
         ["log-format", None, "text", "Log format: text (human-readable) or json (one JSON object per line)."],
         ["admin", None, None, "Serve /healthz, /readyz, /routes and /metrics on this strports ENDPOINT, e.g. tcp:9901:interface=127.0.0.1."],
@@ -285,8 +288,13 @@ class Options(usage.Options):
             )
         for name in ("connect-timeout", "timeout", "drain-timeout", "idle-timeout",
                      "pool-idle-timeout", "etcd-timeout", "etcd-backoff",
-                     "etcd-backoff-max", "etcd-probe-interval", "ready-grace"):
+                     "etcd-backoff-max", "etcd-probe-interval", "ready-grace",
+                     "tunnel-idle-timeout"):
             self[name] = _seconds(f"--{name}", self[name])
+        never = self["tunnel-drain-timeout"] in ("0", 0, 0.0)  # 0: never
+        self["tunnel-drain-timeout"] = (
+            0.0 if never else _seconds("--tunnel-drain-timeout", self["tunnel-drain-timeout"])
+        )
         self["pool-size"] = _count("--pool-size", self["pool-size"])
         checkHealthOptions(self)
         if self["admin"] is not None:
@@ -433,12 +441,20 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         ))
         resolver.addObserver(checker)
         checker.setServiceParent(root)
+    accessLog = None if options["no-access-log"] else AccessLogger(reactor)
+    tunnels = TunnelRegistry(
+        reactor,
+        idleTimeout=options.get("tunnel-idle-timeout", 3600.0),
+        drainTimeout=options.get("tunnel-drain-timeout", 0.0),
+        log=accessLog.tunnelEnded if accessLog is not None else None,
+    )
+    resolver.addObserver(tunnels)
     resource = RoutingProxyResource(
         resolver,
         pool,
         reactor,
         responseTimeout=options["timeout"],
-        accessLog=None if options["no-access-log"] else AccessLogger(reactor),
+        accessLog=accessLog,
         metrics=ProxyMetrics() if options["admin"] else None,
         states=states,
         retries=options.get("retries", 2),
@@ -446,6 +462,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         retryWindow=options.get("retry-window", 0.0),
         failOn5xx=bool(options.get("fail-on-5xx")),
         hashKey=options.get("hash-key-function"),
+        tunnels=tunnels,
     )
     site = ProxySite(resource, reactor=reactor)
     site.timeOut = options["idle-timeout"]
@@ -455,37 +472,9 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
     for description in options["listen"]:
         Listener(description, site, reactor).setServiceParent(root)
     if options["admin"]:
-        _adminListener(
+        from revproxy.ops.admin import adminListener
+
+        adminListener(
             options, resource, resolver, pool, sync, reactor, checker
         ).setServiceParent(root)
     return root
-
-
-def _adminListener(
-    options: Options | dict[str, Any],
-    resource: RoutingProxyResource,
-    resolver: RouteResolver,
-    pool: UpstreamPool,
-    sync: Any,
-    reactor: Any,
-    checker: Any = None,
-) -> IService:
-    """
-    The admin endpoint's listener.
-    """
-    from revproxy.ops.admin import AdminResource, AdminSite, ProxyCollector
-
-    assert resource.metrics is not None
-    admin = AdminResource(
-        resolver,
-        ProxyCollector(resource.metrics, resource, pool, sync, checker),
-        pool,
-        reactor,
-        sync,
-        graceSeconds=options["ready-grace"],
-        states=resource.states,
-    )
-    site = AdminSite(admin, reactor=reactor)
-    listener = Listener(options["admin"], site, reactor)
-    listener.setName(f"admin {options['admin']}")
-    return listener

@@ -105,3 +105,28 @@ class RecordingReceiver:
 
     def exchangeFailed(self, reason: Failure, responseBytes: bool) -> None:
         self.failure = (reason, responseBytes)
+
+    def switchedProtocols(
+        self, reason: bytes, headers: list[tuple[bytes, bytes]], rest: bytes
+    ) -> None:
+        self.switched = (reason, headers, rest)
+
+
+class RecordingTunnel:
+    """
+    An L{revproxy.upstream.connection.UpstreamTunnel} that records every call.
+    """
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+        self.readClosed = False
+        self.lost: Failure | None = None
+
+    def upstreamDataReceived(self, data: bytes) -> None:
+        self.received.append(data)
+
+    def upstreamReadClosed(self) -> None:
+        self.readClosed = True
+
+    def upstreamLost(self, reason: Failure) -> None:
+        self.lost = reason

@@ -219,6 +219,51 @@ class MakeServiceTests(SynchronousTestCase):
             self.assertIs(table.routes["a"].policy, policy)
 
 
+class TunnelOptionTests(SynchronousTestCase):
+    def test_defaults(self) -> None:
+        """
+        Tunnels idle out after an hour and a removed upstream's tunnels
+        live on with no limit (0) by default.
+        """
+        options = _parse("--route", "a=h:1")
+        self.assertEqual(options["tunnel-idle-timeout"], 3600.0)
+        self.assertEqual(options["tunnel-drain-timeout"], 0.0)
+
+    def test_values(self) -> None:
+        """
+        Both options take seconds; bad values name the option.
+        """
+        options = _parse(
+            "--route", "a=h:1", "--tunnel-idle-timeout", "2.5", "--tunnel-drain-timeout", "30"
+        )
+        self.assertEqual(options["tunnel-idle-timeout"], 2.5)
+        self.assertEqual(options["tunnel-drain-timeout"], 30.0)
+        for option, value in [
+            ("--tunnel-idle-timeout", "0"),
+            ("--tunnel-idle-timeout", "x"),
+            ("--tunnel-drain-timeout", "-1"),
+        ]:
+            with self.assertRaises(UsageError) as e:
+                _parse("--route", "a=h:1", option, value)
+            self.assertIn(option, str(e.exception))
+
+    def test_wired(self) -> None:
+        """
+        makeService gives the resource a tunnel registry with the options'
+        timeouts, observing the routes.
+        """
+        reactor = MemoryReactorClock()
+        service = makeService(
+            _parse("--route", "a=h:1", "--tunnel-idle-timeout", "9", "--tunnel-drain-timeout", "4"),
+            reactor=reactor,
+        )
+        tunnels = service.getServiceNamed("drain")._resource.tunnels  # type: ignore[attr-defined]
+        self.assertEqual((tunnels.idleTimeout, tunnels.drainTimeout), (9.0, 4.0))
+        self.assertIs(tunnels.clock, reactor)
+        resolver = service.getServiceNamed("route-resolver")  # type: ignore[attr-defined]
+        self.assertIn(tunnels, resolver._observers)
+
+
 class PluginTests(SynchronousTestCase):
     def test_listed(self) -> None:
         """

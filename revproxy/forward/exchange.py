@@ -28,7 +28,6 @@ from collections.abc import Callable
 from typing import IO, TYPE_CHECKING
 
 from twisted.internet.defer import CancelledError
-from twisted.internet.error import ConnectError, ConnectingCancelledError
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -39,14 +38,16 @@ from revproxy.forward.attempts import Attempts
 from revproxy.http.errors import respondWithError
 from revproxy.http.headers import (
     forwardedHeaderLines,
-    joinPath,
-    originForm,
     relayResponseHeaders,
+    requestHead,
 )
 from revproxy.http.server import ProxyRequest
+from revproxy.http.upgrade import requestedUpgrade
 from revproxy.routing import HostRoute, Upstream
 from revproxy.routing.balancing import consistentHash
+from revproxy.upstream.body import spooledBody
 from revproxy.upstream.connection import UpstreamConnection
+from revproxy.upstream.pool import connectFailure
 from revproxy.upstream.state import UP, HostState, UpstreamState
 
 if TYPE_CHECKING:
@@ -56,20 +57,6 @@ __all__ = ["Exchange", "SMALL_BODY", "connectFailure"]
 
 log = Logger()
 
-
-def connectFailure(reason: Failure) -> str:
-    """
-    Why a connection could not be made, as one readable reason: Twisted's
-    connect errors put the address's repr in their message.
-    """
-    value = reason.value
-    if isinstance(value, ConnectingCancelledError):
-        return "no connection within the connect timeout"
-    if isinstance(value, ConnectError):
-        text = (value.__doc__ or type(value).__name__).strip().rstrip(".")
-        detail = value.osError  # "111: Connection refused", or an address
-        return f"{text}: {detail}" if isinstance(detail, str) and detail else text
-    return reason.getErrorMessage()
 
 SMALL_BODY = 64 * 1024
 """Request bodies up to this size are sent in the same write as the head;
@@ -102,6 +89,7 @@ class Exchange(Attempts):
         "_start",
         "_key",
         "_bodySize",
+        "_upgrade",
     )
 
     _upstream: Upstream | None
@@ -147,6 +135,10 @@ class Exchange(Attempts):
         else:
             request.notifyFinish().addErrback(self.clientGone)
         self._headers = forwardedHeaderLines(request, self._rawHost)
+        upgrade = requestedUpgrade(request)
+        self._upgrade = upgrade is not None
+        if upgrade is not None:
+            self._headers += upgrade
         self._body = self._requestBody()
         hashKey = self._resource.hashKey
         if hashKey is not None and self._route.policy is consistentHash:
@@ -155,25 +147,15 @@ class Exchange(Attempts):
 
     def _requestBody(self) -> bytes | IO[bytes] | None:
         request = self._request
-        content = request.content
         headers = request.requestHeaders
         framed = headers.hasHeader(b"content-length") or headers.hasHeader(
             b"transfer-encoding"
         )
-        if content is None:
-            size = 0
-        else:
-            content.seek(0, 2)
-            size = self._bodySize = content.tell()
-            content.seek(0)
-        if not framed and size == 0:
-            return None
-        self._headers.append(b"Content-Length: %d\r\n" % (size,))
-        if size == 0:
-            return b""
-        if size <= SMALL_BODY:
-            return content.read()  # type: ignore[union-attr,no-any-return]
-        return content
+        size, body = spooledBody(request.content, framed, SMALL_BODY)
+        self._bodySize = size
+        if body is not None:
+            self._headers.append(b"Content-Length: %d\r\n" % (size,))
+        return body
 
     # -- 1. pick -----------------------------------------------------------
 
@@ -244,20 +226,15 @@ class Exchange(Attempts):
         Send the request head and body on C{conn}.
         """
         request = self._request
-        conn.send(self.head(), self._body, self, request.method == b"HEAD")
+        conn.send(self.head(), self._body, self, request.method == b"HEAD", self._upgrade)
 
     def head(self) -> bytes:
         """
         The request line and header block for the chosen upstream.
         """
         request = self._request
-        target = originForm(request.uri)
         basePath = self._upstream.basePath  # type: ignore[union-attr]
-        if basePath:
-            target = joinPath(basePath, target)
-        return b"".join(
-            [request.method, b" ", target, b" HTTP/1.1\r\n", *self._headers, b"\r\n"]
-        )
+        return requestHead(request.method, request.uri, basePath, self._headers)
 
     # -- 4. await the response -----------------------------------------------
 
@@ -356,6 +333,32 @@ class Exchange(Attempts):
         request.finish()
         self.finish(request.code)
 
+    def switchedProtocols(
+        self, reason: bytes, headers: list[tuple[bytes, bytes]], rest: bytes
+    ) -> None:
+        """
+        The upstream switched protocols: the request ends as a tunnel
+        (L{revproxy.forward.tunnel}), logged when the tunnel ends.
+        """
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        conn = self._conn
+        self._conn = None
+        if self._done or conn is None:
+            if conn is not None:
+                conn.abort()
+            return
+        self._responded = True
+        state = self._state
+        if state is not None and (state.consecutiveFailures or state.health is not UP):
+            state.succeeded()
+        self._resource.tunnels.open(
+            self._request, conn, self._route, self._upstream, self._start,  # type: ignore[arg-type]
+            reason, headers, rest,
+        )
+        self.finish(101)
+
     def exchangeFailed(self, reason: Failure, responseBytes: bool) -> None:
         conn = self._conn
         self._conn = None
@@ -444,7 +447,7 @@ class Exchange(Attempts):
         if accessLog is not None or metrics is not None:
             duration = resource.reactor.seconds() - self._start
             upstream = self._upstream
-            if accessLog is not None:
+            if accessLog is not None and code != 101:  # a tunnel logs its end
                 accessLog(request, code, upstream, duration)
             if metrics is not None:
                 metrics.requestEnded(
@@ -472,10 +475,7 @@ class Exchange(Attempts):
         if self._cancelConnect is not None:
             cancel, self._cancelConnect = self._cancelConnect, None
             cancel()
-        conn = self._conn
-        self._conn = None
-        if conn is not None:
-            conn.abort()
+        self.stopProducing()
 
     # IPushProducer, toward the client.
 

@@ -16,11 +16,17 @@ from twisted.web.server import Request
 
 from revproxy.routing import Upstream
 
-__all__ = ["AccessLog", "RequestMetrics"]
+__all__ = ["AccessLog", "RequestMetrics", "TunnelLog"]
 
 AccessLog = Callable[[Request, int, "Upstream | None", float], None]
 """Called once per request: the request, the status sent, the upstream it
 went to (L{None} if it was not routed) and the seconds it took."""
+
+
+TunnelLog = Callable[[Request, Upstream, float, int, int], None]
+"""Called once per tunnel as it ends: its upgrade request, its upstream, the
+seconds from the request's arrival to the end, and the bytes relayed from the
+client to the upstream and from the upstream to the client."""
 
 
 class RequestMetrics(Protocol):

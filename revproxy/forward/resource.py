@@ -29,6 +29,7 @@ from revproxy.forward.exchange import Exchange
 from revproxy.forward.hashkey import HashKey, parseHashKey
 from revproxy.forward.reporting import AccessLog, RequestMetrics
 from revproxy.forward.retry import STANDARD_RETRY, RetryPolicy
+from revproxy.forward.tunnel import TunnelRegistry
 from revproxy.http.errors import DateCache, respondWithError
 from revproxy.routing import RouteError, normalizeRequestHost
 from revproxy.routing.resolver import NoRouteTable, RouteResolver
@@ -58,6 +59,9 @@ class RoutingProxyResource(ReverseProxyResource):
     @param failOn5xx: whether a 502, 503 or 504 from an upstream counts as
         its failure (C{--fail-on-5xx}).
     @param hashKey: the request key of the C{hash} policy.
+    @param tunnels: the registry of open tunnels; by default a new one
+        (with the default timeouts, logging ends to C{accessLog}'s
+        C{tunnelEnded} if it has one) that observes C{resolver}.
 
     @ivar inflight: how many requests are being forwarded now.
     @ivar retryCounts: how many times requests were tried again, by
@@ -83,6 +87,7 @@ class RoutingProxyResource(ReverseProxyResource):
         retryWindow: float = 0.0,
         failOn5xx: bool = False,
         hashKey: HashKey | None = None,
+        tunnels: TunnelRegistry | None = None,
     ) -> None:
         # ReverseProxyResource's own state is the one upstream it proxies
         # to: we have none (each request's upstream comes from the route
@@ -92,6 +97,10 @@ class RoutingProxyResource(ReverseProxyResource):
         if states is None:
             states = UpstreamStates()
             resolver.addObserver(states)
+        if tunnels is None:
+            tunnels = TunnelRegistry(reactor, log=getattr(accessLog, "tunnelEnded", None))
+            resolver.addObserver(tunnels)
+        self.tunnels = tunnels
         self.resolver = resolver
         self.pool = pool
         self.reactor = reactor

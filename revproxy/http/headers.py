@@ -21,6 +21,7 @@ __all__ = [
     "relayResponseHeaders",
     "originForm",
     "joinPath",
+    "requestHead",
 ]
 
 HOP_BY_HOP = frozenset(
@@ -34,10 +35,12 @@ HOP_BY_HOP = frozenset(
         b"upgrade",
         b"proxy-authenticate",
         b"proxy-authorization",
+        b"http2-settings",
     }
 )
-"""Hop-by-hop fields (RFC 9110 section 7.6.1, and those Go's httputil
-drops), never forwarded in either direction."""
+"""Hop-by-hop fields (RFC 9110 section 7.6.1, those Go's httputil drops,
+and h2c's connection-specific C{HTTP2-Settings}), never forwarded in either
+direction (an upgrade request's C{Upgrade}: L{revproxy.http.upgrade})."""
 
 REQUEST_DROP = HOP_BY_HOP | {
     b"content-length",
@@ -164,3 +167,16 @@ def joinPath(base: bytes, target: bytes) -> bytes:
     else:
         joined = base
     return joined + sep + query
+
+
+def requestHead(
+    method: bytes, uri: bytes, basePath: bytes, headerLines: list[bytes]
+) -> bytes:
+    """
+    The request line and header block of a request sent upstream: the
+    target in origin form, joined with the upstream's base path.
+    """
+    target = originForm(uri)
+    if basePath:
+        target = joinPath(basePath, target)
+    return b"".join([method, b" ", target, b" HTTP/1.1\r\n", *headerLines, b"\r\n"])

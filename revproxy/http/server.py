@@ -15,12 +15,15 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IAddress, ISSLTransport
+from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol, ISSLTransport
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 from twisted.web.server import NOT_DONE_YET, Request, Site
+from zope.interface import alsoProvides
 
-__all__ = ["ProxySite", "ProxyChannel", "ProxyRequest", "ClientWatcher"]
+from revproxy._compat import takeBufferedRequestData
+
+__all__ = ["ProxySite", "ProxyChannel", "ProxyRequest", "ClientWatcher", "ClientTunnel"]
 
 
 class ClientWatcher(Protocol):
@@ -32,6 +35,28 @@ class ClientWatcher(Protocol):
     def clientGone(self, reason: Failure) -> None:
         """
         The client's connection was lost.
+        """
+
+
+class ClientTunnel(Protocol):
+    """
+    What a client connection that switched protocols hands its bytes to
+    (the proxy's tunnel): see L{ProxyChannel.switchProtocols}.
+    """
+
+    def clientDataReceived(self, data: bytes) -> None:
+        """
+        Bytes from the client.
+        """
+
+    def clientReadClosed(self) -> None:
+        """
+        The client will send no more (it half-closed the connection).
+        """
+
+    def clientLost(self, reason: Failure) -> None:
+        """
+        The client connection is closed.
         """
 
 
@@ -102,9 +127,12 @@ class ProxyChannel(HTTPChannel):
     (Site's default protocol wraps each channel in a proxy that can switch
     to HTTP/2 after ALPN; the proxy speaks HTTP/1.1 only, so it uses the
     channel directly, which also saves a call per read.)
+
+    @ivar tunnel: after L{switchProtocols}, what the client's bytes go to.
     """
 
     site: ProxySite
+    tunnel: ClientTunnel | None = None
     _peer: IAddress | None = None
     _host: IAddress | None = None
     _secure: bool | None = None
@@ -134,9 +162,46 @@ class ProxyChannel(HTTPChannel):
             secure = self._secure = ISSLTransport(self.transport, None) is not None
         return secure
 
+    def switchProtocols(self, tunnel: ClientTunnel) -> bytes:
+        """
+        Hand the connection over to C{tunnel}, once the 101 is written: the
+        client's bytes, its half-close and its close go to C{tunnel} from
+        now on, and the channel's idle timeout stays off (as while any
+        request is handled).  Return the bytes the client sent after its
+        request, which the channel had buffered.
+        """
+        self.tunnel = tunnel
+        alsoProvides(self, IHalfCloseableProtocol)
+        rest = takeBufferedRequestData(self)
+        # The channel may have stopped reading while it buffered them.
+        self.transport.resumeProducing()  # type: ignore[union-attr]
+        return rest
+
+    def rawDataReceived(self, data: bytes) -> None:
+        tunnel = self.tunnel
+        if tunnel is not None:
+            tunnel.clientDataReceived(data)
+            return
+        super().rawDataReceived(data)
+
+    # IHalfCloseableProtocol, once switched: the tunnel passes a half-close on.
+
+    def readConnectionLost(self) -> None:
+        if self.tunnel is not None:
+            self.tunnel.clientReadClosed()
+        else:
+            self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def writeConnectionLost(self) -> None:
+        pass
+
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         super().connectionLost(reason)
         self.site._channelClosed(self)
+        tunnel = self.tunnel
+        if tunnel is not None:
+            self.tunnel = None
+            tunnel.clientLost(reason)
 
 
 class ProxySite(Site):

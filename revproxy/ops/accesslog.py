@@ -32,10 +32,14 @@ def _quote(value: bytes | None) -> str:
     return value.decode("latin-1").replace("\\", "\\\\").replace('"', '\\"')
 
 
+TUNNEL_FORMAT = ACCESS_FORMAT + " tunnel_bytes_in={bytes_in} tunnel_bytes_out={bytes_out}"
+
+
 class AccessLogger:
     """
     Emits the access log event of a finished request: an
-    L{revproxy.forward.reporting.AccessLog}.
+    L{revproxy.forward.reporting.AccessLog}; its L{tunnelEnded} is a
+    L{revproxy.forward.reporting.TunnelLog}.
     """
 
     def __init__(self, clock: IReactorTime, logger: Logger | None = None) -> None:
@@ -79,4 +83,38 @@ class AccessLogger:
         # fields (most of the access log's cost).  The fields stay in the
         # event for JSON logs.
         line = ACCESS_FORMAT.format_map(fields)
+        self._log.info(line.replace("{", "{{").replace("}", "}}"), **fields)
+
+    def tunnelEnded(
+        self,
+        request: Request,
+        upstream: Upstream,
+        duration: float,
+        bytesIn: int,
+        bytesOut: int,
+    ) -> None:
+        """
+        Log a tunnel as it ends: its upgrade request with status 101, the
+        bytes sent to the client as the size, the time from the request to
+        the end as the duration, and the bytes relayed each way
+        (C{bytes_in} from the client, C{bytes_out} to it).
+        """
+        client = request.getClientAddress()
+        headers = request.requestHeaders
+        fields = {
+            "client": getattr(client, "host", "-"),
+            "timestamp": self._timestamp(),
+            "method": _quote(request.method),
+            "uri": _quote(request.uri),
+            "protocol": _quote(request.clientproto),
+            "status": 101,
+            "size": bytesOut,
+            "referer": _quote(headers.getRawHeaders(b"referer", [None])[-1]),
+            "user_agent": _quote(headers.getRawHeaders(b"user-agent", [None])[-1]),
+            "upstream": str(upstream),
+            "duration": duration,
+            "bytes_in": bytesIn,
+            "bytes_out": bytesOut,
+        }
+        line = TUNNEL_FORMAT.format_map(fields)
         self._log.info(line.replace("{", "{{").replace("}", "}}"), **fields)

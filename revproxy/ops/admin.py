@@ -18,8 +18,8 @@ listener of its own (C{--admin}).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import (
@@ -29,18 +29,24 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector, CollectorRegistry
+from twisted.application.service import IService
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from revproxy.forward.reporting import RequestMetrics
+from revproxy.ops.listener import Listener
 from revproxy.ops.metrics import BUCKETS, ProxyMetrics
 from revproxy.routing.address import Upstream
 from revproxy.ops.upstreams import explainRoute, healthMetrics, upstreamState
 from revproxy.routing.resolver import NoRouteTable, RouteResolver
 from revproxy.upstream.state import UpstreamStates
 
-__all__ = ["AdminResource", "AdminSite", "ProxyCollector"]
+if TYPE_CHECKING:
+    from revproxy.forward.resource import RoutingProxyResource
+    from revproxy.upstream.pool import UpstreamPool
+
+__all__ = ["AdminResource", "AdminSite", "ProxyCollector", "adminListener"]
 
 
 class _Leaf(Resource):
@@ -285,6 +291,8 @@ class ProxyCollector(Collector):
                 self._resource.reactor.seconds(),
             )
 
+        yield from _tunnelMetrics(self._resource.tunnels)
+
         sync = self._sync
         if sync is None:
             return
@@ -323,3 +331,59 @@ class AdminSite(Site):
 
     def log(self, request: object) -> None:
         pass
+def _tunnelMetrics(tunnels: Any) -> Iterator[Metric]:
+    """
+    The tunnel metrics of a L{revproxy.forward.tunnel.TunnelRegistry}.
+    """
+    opened = GaugeMetricFamily(
+        "revproxy_tunnels_open",
+        "Tunnels open now (after a 101), by route host.",
+        labels=["host"],
+    )
+    draining = GaugeMetricFamily(
+        "revproxy_tunnels_draining",
+        "Open tunnels whose upstream left the host's route, by route host.",
+        labels=["host"],
+    )
+    for host, (n, d) in sorted(tunnels.counts().items()):
+        opened.add_metric([host], n)
+        draining.add_metric([host], d)
+    yield opened
+    yield draining
+    relayed = CounterMetricFamily(
+        "revproxy_tunnel_bytes",
+        "Bytes relayed by tunnels: upstream is from clients to upstreams, "
+        "downstream from upstreams to clients.",
+        labels=["direction"],
+    )
+    relayed.add_metric(["upstream"], tunnels.bytesUpstream)
+    relayed.add_metric(["downstream"], tunnels.bytesDownstream)
+    yield relayed
+
+
+def adminListener(
+    options: Mapping[str, Any],
+    resource: RoutingProxyResource,
+    resolver: RouteResolver,
+    pool: UpstreamPool,
+    sync: Any,
+    reactor: Any,
+    checker: Any = None,
+) -> IService:
+    """
+    The admin endpoint's listener.
+    """
+    assert resource.metrics is not None
+    admin = AdminResource(
+        resolver,
+        ProxyCollector(resource.metrics, resource, pool, sync, checker),
+        pool,
+        reactor,
+        sync,
+        graceSeconds=options["ready-grace"],
+        states=resource.states,
+    )
+    site = AdminSite(admin, reactor=reactor)
+    listener = Listener(options["admin"], site, reactor)
+    listener.setName(f"admin {options['admin']}")
+    return listener

@@ -63,6 +63,9 @@ class DrainService(Service):
             d.callback(None)
 
         def timedOut() -> None:
+            tunnels = self._resource.tunnels.closeAll()
+            if tunnels:
+                log.warn("drain timeout: {tunnels} tunnels closed", tunnels=tunnels)
             if self._resource.inflight:
                 log.warn(
                     "drain timeout: {inflight} requests still in flight are cut off",
@@ -77,6 +80,10 @@ class DrainService(Service):
                 return
             if waited:
                 log.info("drained: no request in flight")
+            # Then open tunnels (counted apart from requests) may end.
+            self._resource.tunnels.whenEmpty(closeConnections)
+
+        def closeConnections() -> None:
             self._site.closeConnections().addCallback(done)
 
         inflight = self._resource.inflight

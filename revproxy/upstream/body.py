@@ -17,7 +17,7 @@ from zope.interface import implementer
 if TYPE_CHECKING:
     from revproxy.upstream.connection import UpstreamConnection
 
-__all__ = ["BodySender", "BODY_CHUNK"]
+__all__ = ["BodySender", "BODY_CHUNK", "spooledBody"]
 
 BODY_CHUNK = 64 * 1024
 """How much of a spooled request body is read and written at a time."""
@@ -88,3 +88,27 @@ class BodySender:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+def spooledBody(
+    content: IO[bytes] | None, framed: bool, small: int
+) -> tuple[int, bytes | IO[bytes] | None]:
+    """
+    The size of a request body that twisted.web spooled in C{content}, and
+    what to send of it: L{None} for no body (an empty body the client did
+    not frame), the bytes of a body of at most C{small} bytes (sent with the
+    head), or the spool itself for a larger one (streamed by L{BodySender}).
+    """
+    if content is None:
+        size = 0
+    else:
+        content.seek(0, 2)
+        size = content.tell()
+        content.seek(0)
+    if not framed and size == 0:
+        return 0, None
+    if size == 0:
+        return 0, b""
+    if size <= small:
+        return size, content.read()  # type: ignore[union-attr]
+    return size, content

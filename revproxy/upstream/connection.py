@@ -10,7 +10,9 @@ for a small proxied request where our budget is 70 µs.  Instead an
 L{UpstreamConnection} writes the request head it is given and parses the
 response itself, calling back a L{ResponseReceiver} (the proxy's exchange)
 with the status, the headers and each piece of the body.  The framing rules
-are those of RFC 9112 section 6.3.
+are those of RFC 9112 section 6.3.  A C{101 Switching Protocols} is accepted
+only for a request that asked to upgrade: the connection then leaves its pool
+for good and hands every later byte to its L{UpstreamTunnel}.
 
 Flow control: the receiver pauses and resumes the connection's transport
 (L{UpstreamConnection.pauseReading}/L{UpstreamConnection.resumeReading}),
@@ -24,14 +26,20 @@ from __future__ import annotations
 
 import re
 from typing import IO, TYPE_CHECKING
-from typing import Protocol as TypingProtocol
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, ITCPTransport
+from twisted.internet.interfaces import IDelayedCall, IHalfCloseableProtocol, ITCPTransport
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
+from zope.interface import alsoProvides
 
 from revproxy.upstream.body import BODY_CHUNK, BodySender
+from revproxy.upstream.receiver import (
+    MalformedResponse,
+    ResponseReceiver,
+    UpstreamClosed,
+    UpstreamTunnel,
+)
 
 if TYPE_CHECKING:
     from revproxy.upstream.pool import UpstreamPool
@@ -41,6 +49,7 @@ __all__ = [
     "UpstreamConnection",
     "MalformedResponse",
     "UpstreamClosed",
+    "UpstreamTunnel",
     "BODY_CHUNK",
 ]
 
@@ -53,56 +62,6 @@ _HEADER_LINE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([^\r\n\x00]*?)[ \t]*\r\n"
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 
 
-class MalformedResponse(Exception):
-    """
-    The upstream's response broke HTTP/1.1's syntax or framing rules.
-    """
-
-
-class UpstreamClosed(Exception):
-    """
-    The upstream closed the connection before the response was complete.
-    """
-
-
-class ResponseReceiver(TypingProtocol):
-    """
-    The receiver of one response (the proxy's exchange).  Exactly one of C{responseEnded} or
-    C{exchangeFailed} is called last.
-    """
-
-    def responseStarted(
-        self,
-        code: int,
-        reason: bytes,
-        headers: list[tuple[bytes, bytes]],
-        bodyLength: int,
-    ) -> None:
-        """
-        The status line and headers have arrived.  C{headers} keeps the
-        upstream's order and repetitions; names are as sent.  C{bodyLength}
-        is the length of the body, or -1 if it is not known in advance
-        (chunked, or until the connection closes).
-        """
-
-    def bodyReceived(self, data: bytes) -> None:
-        """
-        A piece of the response body (de-chunked) has arrived.
-        """
-
-    def responseEnded(self) -> None:
-        """
-        The response is complete.
-        """
-
-    def exchangeFailed(self, reason: Failure, responseBytes: bool) -> None:
-        """
-        The request failed.  C{responseBytes} says whether any byte of a
-        response had arrived, i.e. whether the request may have been
-        processed by the upstream.
-        """
-
-
 # Parser states.
 _IDLE = 0
 _HEAD = 1
@@ -112,6 +71,7 @@ _CHUNK_DATA = 4
 _CHUNK_CRLF = 5
 _TRAILERS = 6
 _UNTIL_CLOSE = 7
+_SWITCHED = 8
 
 
 class UpstreamConnection(Protocol):
@@ -120,9 +80,13 @@ class UpstreamConnection(Protocol):
 
     @ivar reused: whether this connection carried a request before the
         current one.
+    @ivar tunnel: after a 101, what the upstream's bytes go to; the
+        connection has then left its pool for good.
     """
 
     _exchange: ResponseReceiver | None = None
+    tunnel: UpstreamTunnel | None = None
+    _upgrade = False
     _sender: BodySender | None = None
     _delayedIdle: IDelayedCall | None = None
     idleSince: float = 0.0
@@ -141,6 +105,7 @@ class UpstreamConnection(Protocol):
         self._paused = False
         self._releaseAfterBody = False
         self._closeWaiters: list[Deferred[None]] = []
+        self._switched: tuple[bytes, list[tuple[bytes, bytes]]] = (b"", [])
 
     def whenClosed(self) -> Deferred[None]:
         """
@@ -161,13 +126,17 @@ class UpstreamConnection(Protocol):
         body: bytes | IO[bytes] | None,
         exchange: ResponseReceiver,
         isHead: bool,
+        upgrade: bool = False,
     ) -> None:
         """
         Send one request: C{head} is the request line and headers, ending
         with the blank line; C{body} is the whole body as bytes, a file to
-        stream it from, or L{None}.
+        stream it from, or L{None}.  Only a request that asks to C{upgrade}
+        may be answered with a 101, which the exchange hears of through its
+        C{switchedProtocols}.
         """
         self._exchange = exchange
+        self._upgrade = upgrade
         self._state = _HEAD
         self._noBody = isHead
         self._keepAlive = True
@@ -237,6 +206,9 @@ class UpstreamConnection(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         if self._exchange is None:
+            if self.tunnel is not None:
+                self.tunnel.upstreamDataReceived(data)
+                return
             # Bytes on an idle connection: the upstream is confused.
             self.abort()
             return
@@ -279,6 +251,9 @@ class UpstreamConnection(Protocol):
                 head = data[: end + 2]
                 data = data[end + 4 :]
                 self._parseHead(head)
+                if self._state == _SWITCHED:
+                    self._switchProtocols(data)
+                    return
                 if self._exchange is None:
                     return
                 continue
@@ -394,7 +369,10 @@ class UpstreamConnection(Protocol):
                     keepAlive = True
         if 100 <= code < 200:
             if code == 101:
-                raise MalformedResponse("unexpected 101 Switching Protocols")
+                if not self._upgrade:
+                    raise MalformedResponse("unexpected 101 Switching Protocols")
+                self._state = _SWITCHED
+                self._switched = (reason, headers)
             # Interim response: wait for the final one.
             return
         self._keepAlive = keepAlive
@@ -429,6 +407,32 @@ class UpstreamConnection(Protocol):
         self._state = _UNTIL_CLOSE
         self._keepAlive = False
         exchange.responseStarted(code, reason, headers, -1)
+
+    def _switchProtocols(self, rest: bytes) -> None:
+        """
+        The upstream switched protocols: leave the pool for good and hand
+        the exchange the 101's head and C{rest}, the first bytes of the new
+        protocol; it sets L{tunnel}, or aborts the connection.
+        """
+        exchange = self._exchange
+        self._exchange = None
+        self._keepAlive = False
+        self._stopSendingBody()
+        self._pool.detach(self)
+        alsoProvides(self, IHalfCloseableProtocol)
+        reason, headers = self._switched
+        exchange.switchedProtocols(reason, headers, rest)  # type: ignore[union-attr]
+
+    # IHalfCloseableProtocol, once switched: the tunnel passes a half-close on.
+
+    def readConnectionLost(self) -> None:
+        if self.tunnel is not None:
+            self.tunnel.upstreamReadClosed()
+        elif self.transport is not None:
+            self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        pass
 
     def _finished(self) -> None:
         exchange = self._exchange
@@ -473,6 +477,11 @@ class UpstreamConnection(Protocol):
         waiters, self._closeWaiters = self._closeWaiters, []
         for d in waiters:
             d.callback(None)
+        tunnel = self.tunnel
+        if tunnel is not None:
+            self.tunnel = None
+            tunnel.upstreamLost(reason)
+            return
         exchange = self._exchange
         if exchange is None:
             return

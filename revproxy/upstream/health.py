@@ -151,6 +151,15 @@ class _Check:
     def responseEnded(self) -> None:
         pass
 
+    def switchedProtocols(
+        self, reason: bytes, headers: list[tuple[bytes, bytes]], rest: bytes
+    ) -> None:
+        """
+        Never called: a check asks for no upgrade, so its connection takes
+        no 101 (it fails as malformed instead).
+        """
+        self._abort()
+
     def exchangeFailed(self, reason: Failure, responseBytes: bool) -> None:
         self._conn = None
         if self._code == 0 and self._deadline is not None:

@@ -23,6 +23,7 @@ from twisted.internet.interfaces import (
     IReactorTime,
     IStreamClientEndpoint,
 )
+from twisted.internet.error import ConnectError, ConnectingCancelledError
 from twisted.internet.protocol import Factory
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.python.failure import Failure
@@ -30,7 +31,7 @@ from twisted.python.failure import Failure
 from revproxy.routing import Upstream
 from revproxy.upstream.connection import UpstreamConnection
 
-__all__ = ["UpstreamPool", "ConnectCallback", "FailCallback"]
+__all__ = ["UpstreamPool", "ConnectCallback", "FailCallback", "connectFailure"]
 
 
 class _ConnectionFactory(Factory):
@@ -198,6 +199,13 @@ class UpstreamPool(Service):
         if self._sweeper is None:
             self._sweeper = self._clock.callLater(self.idleTimeout, self._sweep)
 
+    def detach(self, conn: UpstreamConnection) -> None:
+        """
+        C{conn} leaves the pool for good (it switched protocols): it is no
+        longer counted and never reused.
+        """
+        self._busy.discard(conn)
+
     def _lost(self, conn: UpstreamConnection) -> None:
         self._busy.discard(conn)
         idle = self._idle.get(conn.key)
@@ -270,3 +278,18 @@ class UpstreamPool(Service):
 
 def _noop() -> None:
     pass
+
+
+def connectFailure(reason: Failure) -> str:
+    """
+    Why a connection could not be made, as one readable reason: Twisted's
+    connect errors put the address's repr in their message.
+    """
+    value = reason.value
+    if isinstance(value, ConnectingCancelledError):
+        return "no connection within the connect timeout"
+    if isinstance(value, ConnectError):
+        text = (value.__doc__ or type(value).__name__).strip().rstrip(".")
+        detail = value.osError  # "111: Connection refused", or an address
+        return f"{text}: {detail}" if isinstance(detail, str) and detail else text
+    return reason.getErrorMessage()

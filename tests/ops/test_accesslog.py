@@ -63,3 +63,27 @@ class AccessLogTests(SynchronousTestCase):
             'HTTP/1.1" 404 0 "-" "{user_agent}" upstream=- duration=0.000000',
         )
         self.assertEqual(event["uri"], "/{status}{}?q={0}")
+    def test_tunnelEnded(self) -> None:
+        """
+        A tunnel's end renders as its upgrade request's line with status
+        101, the bytes sent to the client as size, its duration and the
+        bytes each way, also as fields.
+        """
+        events: list[dict[str, object]] = []
+        clock = Clock()
+        clock.advance(86400 * 365)
+        logger = AccessLogger(clock, Logger(observer=events.append))
+        request = DummyRequest([b"chat"])
+        request.uri = b"/chat"
+        request.method = b"GET"
+        request.clientproto = b"HTTP/1.1"
+        request.client = IPv4Address("TCP", "192.0.2.7", 5555)
+        logger.tunnelEnded(request, Upstream("http", "10.0.0.1", 80), 61.5, 120, 3400)
+        [event] = events
+        self.assertEqual(
+            formatEvent(event),
+            '192.0.2.7 - - [01/Jan/1971:00:00:00 +0000] "GET /chat HTTP/1.1" '
+            '101 3400 "-" "-" upstream=10.0.0.1:80 duration=61.500000 '
+            "tunnel_bytes_in=120 tunnel_bytes_out=3400",
+        )
+        self.assertEqual((event["bytes_in"], event["bytes_out"]), (120, 3400))

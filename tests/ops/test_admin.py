@@ -194,3 +194,26 @@ class MetricsTests(SynchronousTestCase):
         self.assertEqual(m.durations["u"][-1], 1)
         self.assertEqual(m.requests[("h", "5xx", "u")], 1)
         self.assertEqual(m.requests[("h", "other", "")], 1)
+
+
+class TunnelMetricsTests(SynchronousTestCase):
+    def test_tunnelMetrics(self) -> None:
+        """
+        /metrics counts open and draining tunnels by host and the bytes
+        tunnels relayed by direction.
+        """
+        from revproxy.routing import parseUpstream
+        from tests.forward.test_tunnel import TunnelHarness
+
+        h = AdminHarness()
+        tunnels = TunnelHarness()
+        h.proxy.resource.tunnels = tunnels.tunnels
+        tunnels.open()
+        tunnels.resolver.apply({"a.com": [parseUpstream("10.0.0.9:80")]})
+        tunnels.tunnels.bytesUpstream = 7
+        _, body, _ = h.get("/metrics", self)
+        text = body.decode()
+        self.assertIn('revproxy_tunnels_open{host="a.com"} 1.0', text)
+        self.assertIn('revproxy_tunnels_draining{host="a.com"} 1.0', text)
+        self.assertIn('revproxy_tunnel_bytes_total{direction="upstream"} 7.0', text)
+        self.assertIn('revproxy_tunnel_bytes_total{direction="downstream"} 0.0', text)

@@ -103,3 +103,44 @@ class DrainTests(SynchronousTestCase):
             clock._exitSignal = sig
             self.successResultOf(self._drain(h, clock).stopService())
             self.assertEqual(clock._exitSignal, expected)
+
+
+class TunnelDrainTests(SynchronousTestCase):
+    def test_waitsForTunnels(self) -> None:
+        """
+        The drain lets open tunnels carry bytes until they end, then closes
+        the client connections.
+        """
+        from tests.forward.test_tunnel import TunnelHarness
+
+        h = TunnelHarness()
+        clock = Clock()
+        drain = DrainService(h.resource, h.site, clock, 10)
+        drain.startService()
+        channel, client, conn, upstream = h.open()
+        d = drain.stopService()
+        clock.advance(5)
+        self.assertNoResult(d)
+        conn.dataReceived(b"more")
+        self.assertTrue(client.value().endswith(b"more"))
+        self.assertFalse(client.disconnecting or upstream.disconnecting)
+        upstream.reportLost()
+        h.clientLost(channel)
+        self.successResultOf(d)
+
+    def test_closesTunnelsAfterTimeout(self) -> None:
+        """
+        Tunnels still open when the drain timeout passes are dropped.
+        """
+        from tests.forward.test_tunnel import TunnelHarness
+
+        h = TunnelHarness()
+        clock = Clock()
+        drain = DrainService(h.resource, h.site, clock, 10)
+        drain.startService()
+        channel, client, conn, upstream = h.open()
+        d = drain.stopService()
+        clock.advance(10)
+        self.assertTrue(client.aborted and upstream.aborted)
+        self.successResultOf(d)
+        self.flushLoggedErrors()

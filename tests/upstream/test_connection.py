@@ -421,3 +421,78 @@ class SendTests(SynchronousTestCase):
         self.assertTrue(transport.aborted)
         transport.reportLost()
         self.assertEqual(h.pool.idleCount(), 0)
+
+
+SWITCH = (
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+    b"Connection: Upgrade\r\n\r\n"
+)
+
+
+class SwitchingProtocolsTests(SynchronousTestCase):
+    def _upgrade(self, h: PoolHarness) -> tuple[RecordingReceiver, UpstreamConnection]:
+        got = h.connect(fresh=True)
+        h.endpoint.succeed()
+        conn = got[0]
+        ex = RecordingReceiver()
+        conn.send(HEAD, None, ex, False, upgrade=True)
+        return ex, conn
+
+    def test_switch(self) -> None:
+        """
+        A 101 to an upgrade request hands the exchange its head and the
+        bytes after it, and the connection leaves the pool for good.
+        """
+        h = PoolHarness()
+        ex, conn = self._upgrade(h)
+        conn.dataReceived(SWITCH + b"first")
+        self.assertEqual(
+            ex.switched,
+            (b"Switching Protocols",
+             [(b"Upgrade", b"websocket"), (b"Connection", b"Upgrade")],
+             b"first"),
+        )
+        self.assertIsNone(ex.started)
+        self.assertFalse(conn.transport.aborted)  # type: ignore[union-attr]
+        self.assertEqual((h.pool.busyCount(), h.pool.idleCount()), (0, 0))
+
+    def test_interimThenSwitch(self) -> None:
+        """
+        An interim 100 before the 101 is skipped.
+        """
+        h = PoolHarness()
+        ex, conn = self._upgrade(h)
+        conn.dataReceived(b"HTTP/1.1 100 Continue\r\n\r\n" + SWITCH)
+        self.assertEqual(ex.switched[2], b"")
+
+    def test_tunnelGetsTheConnection(self) -> None:
+        """
+        After the switch, bytes, a half-close and the close go to the
+        tunnel, and the connection never returns to the pool.
+        """
+        from tests.fakes import RecordingTunnel
+
+        h = PoolHarness()
+        ex, conn = self._upgrade(h)
+        conn.dataReceived(SWITCH)
+        tunnel = conn.tunnel = RecordingTunnel()
+        conn.dataReceived(b"HTTP/1.1 200 OK\r\n\r\n")
+        conn.readConnectionLost()
+        self.assertEqual(tunnel.received, [b"HTTP/1.1 200 OK\r\n\r\n"])
+        self.assertTrue(tunnel.readClosed)
+        conn.transport.reportLost()  # type: ignore[union-attr]
+        self.assertIsNotNone(tunnel.lost)
+        self.assertIsNone(conn.tunnel)
+        self.assertEqual(h.pool.idleCount(), 0)
+
+    def test_otherAnswer(self) -> None:
+        """
+        Any other answer to an upgrade request is a response, and the
+        connection goes back to the pool.
+        """
+        h = PoolHarness()
+        ex, conn = self._upgrade(h)
+        conn.dataReceived(b"HTTP/1.1 426 Upgrade Required\r\nContent-Length: 2\r\n\r\nno")
+        self.assertEqual(ex.started[0], 426)  # type: ignore[index]
+        self.assertTrue(ex.ended)
+        self.assertEqual(h.pool.idleCount(), 1)
