@@ -9,9 +9,10 @@ was sent (a failed connection), or its body is empty or within
 C{--retry-buffer}.  C{--retries} bounds the attempts, each logged with its
 upstream.  With C{--retry-window}, a request that finds no upstream left
 waits up to that long from its arrival, trying the host again after a short
-backoff.  A host with no usable upstream answers 503 with C{Retry-After};
-a request whose attempts all failed on a host with usable upstreams left
-answers 502.
+backoff.  A host with no usable upstream, or none that could be connected
+to, answers 503 with C{Retry-After}; a request whose attempts failed in
+another way (a reset, a malformed answer) on a host with usable upstreams
+left answers 502.
 
 L{Attempts} is the part of L{revproxy.forward.exchange.Exchange} that does
 this; the exchange holds the state it reads.
@@ -162,13 +163,17 @@ class Attempts:
         )
         self.fail(503, b"no usable upstream for this host")
 
-    def gaveUp(self, message: bytes) -> None:
+    def gaveUp(self, message: bytes, unreachable: bool = False) -> None:
         """
-        Every attempt failed: 503 if the host now has no usable upstream,
-        else 502.
+        Every attempt failed: 503 if the host now has no usable upstream, or
+        if C{unreachable} (no upstream of the host left untried could be
+        connected to: the host is down, not broken), else 502.
         """
         now = self._resource.reactor.seconds()
-        if self._host.allFailing(now, self._resource.states.rules.maxFails):
+        tried = self._tried or []
+        if unreachable and all(s in tried for s in self._host.usable(now)):
+            self.unavailable(now)
+        elif self._host.allFailing(now, self._resource.states.rules.maxFails):
             self.unavailable(now)
         else:
             self.fail(502, message)

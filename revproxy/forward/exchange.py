@@ -217,7 +217,7 @@ class Exchange(Attempts):
             state.failed(self._resource.reactor.seconds())
         # Nothing was sent, so any method can go to the next upstream.
         if not self.retryElsewhere(state, "connect"):
-            self.gaveUp(b"no upstream for this host could be reached")
+            self.gaveUp(b"no upstream for this host could be reached", unreachable=True)
 
     # -- 3. send -------------------------------------------------------------
 

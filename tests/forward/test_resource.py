@@ -434,14 +434,16 @@ class FailureTests(SynchronousTestCase):
 
     def test_allRefused(self) -> None:
         """
-        When no upstream can be reached the client gets a short 502.
+        When no upstream can be reached the host is down: the client gets a
+        short 503 with Retry-After (issue 11; it was a 502).
         """
         h = ProxyHarness({"a.com": ["10.0.0.1:1", "10.0.0.2:2"]})
         _, client = h.client(_get())
         h.endpoint("10.0.0.1:1").fail()
         h.endpoint("10.0.0.2:2").fail()
-        line, _, body = _headers(client.value())
-        self.assertEqual(line, b"HTTP/1.1 502 Bad Gateway")
+        line, headers, body = _headers(client.value())
+        self.assertEqual(line, b"HTTP/1.1 503 Service Unavailable")
+        self.assertIn(b"retry-after", dict(headers))
         self.assertNotIn(b"Traceback", body)
         self.assertEqual(h.resource.inflight, 0)
         self.flushLoggedErrors()

@@ -615,8 +615,8 @@ async def test_refused_upstream_fails_over_to_the_next(cleanup):
 
 
 @pytest_twisted.ensureDeferred
-async def test_all_upstreams_refused_is_502(cleanup):
-    """When every upstream refuses, the client gets a 502 with a short plain-text body."""
+async def test_all_upstreams_refused_is_503(cleanup):
+    """When every upstream refuses, the host is down: the client gets a 503 with Retry-After and a short plain-text body (a 502 before issue 11)."""
     port, _ = await proxy(
         cleanup,
         "--route",
@@ -624,9 +624,10 @@ async def test_all_upstreams_refused_is_502(cleanup):
     )
     c = await client(cleanup, port)
     r = await c.get(b"/", b"blog.example.com")
-    assert r.code == 502
+    assert r.code == 503
+    assert r.header(b"retry-after"), r
     noTraceback(r)
-    assert (await c.get(b"/", b"blog.example.com")).code == 502
+    assert (await c.get(b"/", b"blog.example.com")).code == 503
 
 
 @pytest_twisted.ensureDeferred
