@@ -10,9 +10,9 @@ L{makeService} is not given one.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from twisted.application.service import IService, MultiService
 from twisted.internet.endpoints import serverFromString
@@ -20,13 +20,18 @@ from twisted.logger import globalLogPublisher
 from twisted.python import usage
 
 from revproxy.config import (
-    ConfigError,
-    parseCount,
     parseEtcdEndpoints,
     parseKeyPrefix,
-    parseSeconds,
 )
-from revproxy.forward.options import HEALTH_FLAGS, HEALTH_PARAMETERS, checkHealthOptions
+from revproxy.forward.options import (
+    HEALTH_FLAGS,
+    HEALTH_PARAMETERS,
+    checkHealthOptions,
+    optionCount,
+    optionSeconds,
+    optionSecondsOrZero,
+    optionValue,
+)
 from revproxy.ops.accesslog import AccessLogger
 from revproxy.routing.balancing import POLICIES, policyNamed
 from revproxy.ops.drain import DrainService
@@ -57,27 +62,6 @@ __all__ = ["Options", "makeService", "Listener"]
 DEFAULT_LISTEN = "tcp:8080"
 
 
-_T = TypeVar("_T")
-
-
-def _option(option: str, parse: Callable[[str], _T], text: str) -> _T:
-    """
-    Parse the value of C{option} with one of L{revproxy.config}'s parsers.
-
-    @raise usage.UsageError: naming C{option}.
-    """
-    try:
-        return parse(text)
-    except ConfigError as e:
-        raise usage.UsageError(f"{option}: {e}") from None
-
-
-def _seconds(option: str, text: str) -> float:
-    return _option(option, parseSeconds, text)
-
-
-def _count(option: str, text: str) -> int:
-    return _option(option, parseCount, text)
 
 
 class _NoReactor:
@@ -290,12 +274,11 @@ class Options(usage.Options):
                      "pool-idle-timeout", "etcd-timeout", "etcd-backoff",
                      "etcd-backoff-max", "etcd-probe-interval", "ready-grace",
                      "tunnel-idle-timeout"):
-            self[name] = _seconds(f"--{name}", self[name])
-        never = self["tunnel-drain-timeout"] in ("0", 0, 0.0)  # 0: never
-        self["tunnel-drain-timeout"] = (
-            0.0 if never else _seconds("--tunnel-drain-timeout", self["tunnel-drain-timeout"])
+            self[name] = optionSeconds(f"--{name}", self[name])
+        self["tunnel-drain-timeout"] = optionSecondsOrZero(  # 0: never
+            "--tunnel-drain-timeout", str(self["tunnel-drain-timeout"])
         )
-        self["pool-size"] = _count("--pool-size", self["pool-size"])
+        self["pool-size"] = optionCount("--pool-size", self["pool-size"])
         checkHealthOptions(self)
         if self["admin"] is not None:
             _checkEndpoint("--admin", self["admin"])
@@ -315,13 +298,13 @@ class Options(usage.Options):
             self["routes"] = {"*": (upstream,)}
         if self["routes-file"] is not None:
             self["routes"] = _routesFile(self)
-        self["prefix"] = _option("--prefix", parseKeyPrefix, self["prefix"])
+        self["prefix"] = optionValue("--prefix", parseKeyPrefix, self["prefix"])
         self["embedded-etcd"] = None
         if self["etcd"] == "embedded":
             self["embedded-etcd"] = _embeddedEtcd(self)
             self["etcd"] = [f"http://127.0.0.1:{self['embedded-etcd'][2]}"]
         elif self["etcd"] is not None:
-            self["etcd"] = _option("--etcd", parseEtcdEndpoints, self["etcd"])
+            self["etcd"] = optionValue("--etcd", parseEtcdEndpoints, self["etcd"])
         if self["etcd"] is not None:
             if self["routes"]:
                 raise usage.UsageError(

@@ -15,7 +15,15 @@ from twisted.python import usage
 from revproxy.config import ConfigError, parseCount, parsePositiveCount, parseSeconds
 from revproxy.forward.hashkey import parseHashKey
 
-__all__ = ["HEALTH_FLAGS", "HEALTH_PARAMETERS", "checkHealthOptions"]
+__all__ = [
+    "HEALTH_FLAGS",
+    "HEALTH_PARAMETERS",
+    "checkHealthOptions",
+    "optionCount",
+    "optionSeconds",
+    "optionSecondsOrZero",
+    "optionValue",
+]
 
 HEALTH_FLAGS = [
     ["fail-on-5xx", None, "Count a 502, 503 or 504 from an upstream as its failure."],
@@ -41,25 +49,30 @@ HEALTH_PARAMETERS = [
 _T = TypeVar("_T")
 
 
-def _option(option: str, parse: Callable[[str], _T], text: str) -> _T:
+def optionValue(option: str, parse: Callable[[str], _T], text: str) -> _T:
+    """
+    Parse the value of C{option} with one of L{revproxy.config}'s parsers.
+
+    @raise usage.UsageError: naming C{option}.
+    """
     try:
         return parse(text)
     except ConfigError as e:
         raise usage.UsageError(f"{option}: {e}") from None
 
 
-def _seconds(option: str, text: str) -> float:
-    return _option(option, parseSeconds, text)
+def optionSeconds(option: str, text: str) -> float:
+    return optionValue(option, parseSeconds, text)
 
 
-def _count(option: str, text: str) -> int:
-    return _option(option, parseCount, text)
+def optionCount(option: str, text: str) -> int:
+    return optionValue(option, parseCount, text)
 
 
-def _secondsOrZero(option: str, text: str) -> float:
+def optionSecondsOrZero(option: str, text: str) -> float:
     if text.strip() in ("0", "0.0"):
         return 0.0
-    return _seconds(option, text)
+    return optionSeconds(option, text)
 
 
 def checkHealthOptions(options: usage.Options) -> None:
@@ -68,12 +81,12 @@ def checkHealthOptions(options: usage.Options) -> None:
     key.
     """
     for name in ("fail-window", "eject-time", "health-interval", "health-timeout"):
-        options[name] = _seconds(f"--{name}", options[name])
-    options["retry-window"] = _secondsOrZero("--retry-window", options["retry-window"])
+        options[name] = optionSeconds(f"--{name}", options[name])
+    options["retry-window"] = optionSecondsOrZero("--retry-window", options["retry-window"])
     for name in ("max-fails", "retries", "retry-buffer"):
-        options[name] = _count(f"--{name}", options[name])
+        options[name] = optionCount(f"--{name}", options[name])
     for name in ("health-rise", "health-fall"):
-        options[name] = _option(f"--{name}", parsePositiveCount, options[name])
+        options[name] = optionValue(f"--{name}", parsePositiveCount, options[name])
     percent = options["max-ejected-percent"]
     try:
         value = float(percent)

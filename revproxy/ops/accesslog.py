@@ -62,28 +62,10 @@ class AccessLogger:
         upstream: Upstream | None,
         duration: float,
     ) -> None:
-        client = request.getClientAddress()
-        headers = request.requestHeaders
-        fields = {
-            "client": getattr(client, "host", "-"),
-            "timestamp": self._timestamp(),
-            "method": _quote(request.method),
-            "uri": _quote(request.uri),
-            "protocol": _quote(request.clientproto),
-            "status": status,
-            "size": request.sentLength,
-            "referer": _quote(headers.getRawHeaders(b"referer", [None])[-1]),
-            "user_agent": _quote(headers.getRawHeaders(b"user-agent", [None])[-1]),
-            "upstream": str(upstream) if upstream is not None else "-",
-            "duration": duration,
-        }
-        # The line is built once, by str.format in C; the event's format is
-        # that line with its braces escaped, so that an observer renders it
-        # without twisted.logger's pure-Python formatter walking twelve
-        # fields (most of the access log's cost).  The fields stay in the
-        # event for JSON logs.
-        line = ACCESS_FORMAT.format_map(fields)
-        self._log.info(line.replace("{", "{{").replace("}", "}}"), **fields)
+        self._emit(
+            ACCESS_FORMAT,
+            self._fields(request, status, request.sentLength, upstream, duration),
+        )
 
     def tunnelEnded(
         self,
@@ -99,22 +81,45 @@ class AccessLogger:
         the end as the duration, and the bytes relayed each way
         (C{bytes_in} from the client, C{bytes_out} to it).
         """
+        fields = self._fields(request, 101, bytesOut, upstream, duration)
+        fields["bytes_in"] = bytesIn
+        fields["bytes_out"] = bytesOut
+        self._emit(TUNNEL_FORMAT, fields)
+
+    def _fields(
+        self,
+        request: Request,
+        status: int,
+        size: int,
+        upstream: Upstream | None,
+        duration: float,
+    ) -> dict[str, object]:
+        """
+        The named fields of a request's line.
+        """
         client = request.getClientAddress()
         headers = request.requestHeaders
-        fields = {
+        return {
             "client": getattr(client, "host", "-"),
             "timestamp": self._timestamp(),
             "method": _quote(request.method),
             "uri": _quote(request.uri),
             "protocol": _quote(request.clientproto),
-            "status": 101,
-            "size": bytesOut,
+            "status": status,
+            "size": size,
             "referer": _quote(headers.getRawHeaders(b"referer", [None])[-1]),
             "user_agent": _quote(headers.getRawHeaders(b"user-agent", [None])[-1]),
-            "upstream": str(upstream),
+            "upstream": str(upstream) if upstream is not None else "-",
             "duration": duration,
-            "bytes_in": bytesIn,
-            "bytes_out": bytesOut,
         }
-        line = TUNNEL_FORMAT.format_map(fields)
+
+    def _emit(self, format: str, fields: dict[str, object]) -> None:
+        """
+        Log one line.  It is built once, by C{str.format} in C; the event's
+        format is that line with its braces escaped, so that an observer
+        renders it without twisted.logger's pure-Python formatter walking
+        every field (most of the access log's cost).  The fields stay in the
+        event for JSON logs.
+        """
+        line = format.format_map(fields)
         self._log.info(line.replace("{", "{{").replace("}", "}}"), **fields)
