@@ -261,7 +261,7 @@ class TunnelOptionTests(SynchronousTestCase):
         self.assertEqual((tunnels.idleTimeout, tunnels.drainTimeout), (9.0, 4.0))
         self.assertIs(tunnels.clock, reactor)
         resolver = service.getServiceNamed("route-resolver")  # type: ignore[attr-defined]
-        self.assertIn(tunnels, resolver._observers)
+        self.assertIn(tunnels, resolver.observers)
 
 
 class PluginTests(SynchronousTestCase):

@@ -56,15 +56,15 @@ class HostConverterTable:
         self._maxRoutes = maxRoutes
         self._routes: dict[tuple[Upstream, ...], HostRoute] = {}
         self._parsed: dict[str, Upstream] = {}
-        self._observers: list[RouteObserver] = []
+        self._routeObservers: list[RouteObserver] = []
 
     def observe(self, observer: RouteObserver) -> None:
         """
         Tell C{observer} of every route this table makes or drops from now
         on, starting with those it holds.
         """
-        if observer not in self._observers:
-            self._observers.append(observer)
+        if observer not in self._routeObservers:
+            self._routeObservers.append(observer)
             if self._routes:
                 observer.routesChanged((), list(self._routes.values()))
 
@@ -103,7 +103,7 @@ class HostConverterTable:
             route = self._routes[upstreams] = HostRoute(
                 "<converter>", upstreams, self._policy
             )
-            for observer in self._observers:
+            for observer in self._routeObservers:
                 observer.routesChanged(dropped, (route,))
         return route
 

@@ -111,15 +111,22 @@ class RouteResolver(Service):
     ) -> None:
         self.table = table
         self.balancer = balancer
-        self._observers: list[RouteObserver] = []
+        self._routeObservers: list[RouteObserver] = []
         self.changeLog: ChangeLog = logRouteChange
+
+    @property
+    def observers(self) -> tuple[RouteObserver, ...]:
+        """
+        The observers told of every route change, in the order added.
+        """
+        return tuple(self._routeObservers)
 
     def addObserver(self, observer: RouteObserver) -> None:
         """
         Tell C{observer} of every route change from now on, starting with
         the routes of the current table as added.
         """
-        self._observers.append(observer)
+        self._routeObservers.append(observer)
         table = self.table
         if table is not None:
             routes = list(table.routes.values())
@@ -145,11 +152,11 @@ class RouteResolver(Service):
         """
         old = self.table
         self.table = table
-        if self._observers and table is not old:
-            _observe(table, self._observers)
+        if self._routeObservers and table is not old:
+            _observe(table, self._routeObservers)
         if old is None:
             log.info("route table loaded: {hosts} hosts", hosts=len(table))
-        if self._observers:
+        if self._routeObservers:
             self._notify(old, table)
 
     def _notify(self, old: RouteLookup | None, new: RouteLookup) -> None:
@@ -179,7 +186,7 @@ class RouteResolver(Service):
                         if after is not None:
                             added.append(after)
         if removed or added:
-            for observer in self._observers:
+            for observer in self._routeObservers:
                 observer.routesChanged(removed, added)
 
     def apply(
