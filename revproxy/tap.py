@@ -193,6 +193,7 @@ class Options(usage.Options):
         ["log-format", None, "text", "Log format: text (human-readable) or json (one JSON object per line)."],
         ["admin", None, None, "Serve /healthz, /readyz, /routes and /metrics on this strports ENDPOINT, e.g. tcp:9901:interface=127.0.0.1."],
         ["ready-grace", None, "30", "Seconds /readyz stays 200 after the etcd watch is lost."],
+        ["workers", None, "1", "Worker processes serving the listeners, or 'auto' for one per CPU; above 1, a parent supervises them."],
         *HEALTH_PARAMETERS,
     ]
 
@@ -209,6 +210,7 @@ class Options(usage.Options):
         error and exit status 2 rather than twistd's whole usage (which
         C{--help} prints); used directly, it raises L{usage.UsageError}.
         """
+        self["argv"] = list(sys.argv[1:] if options is None else options)
         try:
             super().parseOptions(options)
         except usage.UsageError as e:
@@ -317,6 +319,12 @@ class Options(usage.Options):
             )
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
+        from revproxy.ops.workers import parseListen, parseWorkers
+
+        self["workers"] = parseWorkers(str(self["workers"]))
+        if self["workers"] > 1:
+            for description in self["listen"]:
+                parseListen(description)
 
 
 def _etcdServices(options: Options | dict[str, Any], resolver: RouteResolver,
@@ -347,6 +355,13 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         from twisted.internet import reactor as _reactor
 
         reactor = _reactor
+    from revproxy.ops import workers
+
+    worker = workers.workerEnvironment()
+    if worker is not None:  # a worker of a parent: its sockets, admin, logs
+        options = workers.workerOptions(options, worker)
+    elif options.get("workers", 1) > 1:
+        return workers.parentService(options, reactor)
     root = MultiService()
     if options.get("log-format") == "json":  # first, so all the tree logs is JSON
         JSONLogging().setServiceParent(root)
@@ -452,8 +467,11 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
     DrainService(resource, site, reactor, options["drain-timeout"]).setServiceParent(root)
     reloaders.append(reopenLogFiles(lambda: logFilesOf(globalLogPublisher)))
     HangupService(reactor, reloaders).setServiceParent(root)
-    for description in options["listen"]:
-        Listener(description, site, reactor).setServiceParent(root)
+    for listener in (
+        workers.workerListeners(worker, site, reactor) if worker is not None
+        else [Listener(d, site, reactor) for d in options["listen"]]
+    ):
+        listener.setServiceParent(root)
     if options["admin"]:
         from revproxy.ops.admin import adminListener
 
