@@ -14,7 +14,6 @@ from twisted.trial.unittest import SynchronousTestCase
 from revproxy.ops.workers import (
     cpuCount,
     parseListen,
-    parseWorkers,
     workerCommand,
     workerEnvironment,
     workerOptions,
