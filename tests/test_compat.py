@@ -14,6 +14,7 @@ from twisted.runner.test.test_procmon import DummyProcessReactor
 from twisted.trial.unittest import SynchronousTestCase
 
 from revproxy._compat import (
+    acceptOneAtATime,
     clearExitSignal,
     logFilesOf,
     publisherObservers,
@@ -21,6 +22,57 @@ from revproxy._compat import (
     takeBufferedRequestData,
     waitingProcessMonitor,
 )
+
+
+class OneAcceptTests(SynchronousTestCase):
+    """
+    C{tcp.Port.doRead} limits its consecutive accepts by C{numberAccepts}.
+    """
+
+    def test_acceptsOne(self) -> None:
+        """
+        With acceptOneAtATime, a port with three connections waiting accepts
+        one per C{doRead}.
+        """
+        import socket
+
+        from twisted.internet import tcp
+        from twisted.internet.protocol import Factory, Protocol
+        from twisted.internet.testing import MemoryReactorClock
+
+        self.assertIn("numAccepts = self.numberAccepts", inspect.getsource(tcp.Port.doRead))
+        accepted: list[Protocol] = []
+
+        class Counting(Factory):
+            noisy = False
+
+            def buildProtocol(self, addr: object) -> Protocol:
+                p = Protocol()
+                accepted.append(p)
+                return p
+
+        listening = socket.socket()
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(10)
+        listening.setblocking(False)
+        self.addCleanup(listening.close)
+        reactor = MemoryReactorClock()
+        port = tcp.Port._fromListeningDescriptor(
+            reactor, listening.fileno(), socket.AF_INET, Counting()
+        )
+        port.startListening()
+        self.addCleanup(port.socket.close)
+        clients = [socket.create_connection(listening.getsockname()) for _ in range(3)]
+        for c in clients:
+            self.addCleanup(c.close)
+        acceptOneAtATime(port)
+        port.doRead()
+        self.assertEqual(len(accepted), 1)
+        port.doRead()
+        self.assertEqual(len(accepted), 2)
+        for p in accepted:
+            p.transport.abortConnection()  # type: ignore[union-attr]
+        reactor.advance(0)
 
 
 class _Signalled:

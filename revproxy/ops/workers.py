@@ -41,6 +41,8 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 from twisted.python import usage
 
+from revproxy._compat import acceptOneAtATime
+
 __all__ = [
     "AdoptedListener",
     "BoundSocket",
@@ -243,6 +245,8 @@ class AdoptedListener(Service):
             own.setblocking(False)
         listening = own if own is not None else inherited
         self._port = self._reactor.adoptStreamPort(listening.fileno(), family, self._factory)
+        if own is None:  # shared with the other workers: take turns
+            acceptOneAtATime(self._port)
         inherited.close()  # the port holds its own duplicate
         if own is not None:
             own.close()
