@@ -10,8 +10,10 @@ answers for all of them:
   not, restarts).
 - C{/readyz}: 200 when every worker is ready; 503 naming the first that is
   not.
-- C{/routes}: each worker's table and sync state (so its applied etcd
-  revision) under C{"workers"}; C{/routes/<host>} asks one worker.
+- C{/routes}: the document of a single process (the first worker's, so
+  C{revproxyctl ls --admin} reads it as it is) and, under C{"workers"},
+  each worker's pid, hosts and applied etcd revision; C{/routes/<host>}
+  asks one worker.
 - C{/metrics}: the workers' metrics summed, label set by label set, except
   C{revproxy_etcd_revision} and C{revproxy_etcd_watch_live}, which are the
   lowest over the workers; and per worker C{revproxy_worker_up},
@@ -260,15 +262,21 @@ class ParentAdmin(Resource):
 
     def _routes(self, answers: dict[int, tuple[int, bytes] | None]) -> tuple[int, str, bytes]:
         out: dict[str, Any] = {}
+        workers: dict[str, Any] = {}
         for number, answer in sorted(answers.items()):
             entry: dict[str, Any] = {"pid": self._pid(number)}
             if answer is not None and answer[0] == 200:
-                entry["routes"] = json.loads(answer[1])
-                entry["revision"] = entry["routes"].get("etcd", {}).get("revision")
+                routes = json.loads(answer[1])
+                if not out:  # the document of one process, as revproxyctl ls --admin reads it
+                    out.update(routes)
+                entry["loaded"] = routes.get("loaded")
+                entry["hosts"] = sorted(routes.get("hosts", {}))
+                entry["revision"] = routes.get("etcd", {}).get("revision")
             else:
                 entry["error"] = "not answering"
-            out[str(number)] = entry
-        body = json.dumps({"workers": out}, indent=2, sort_keys=True).encode() + b"\n"
+            workers[str(number)] = entry
+        out["workers"] = workers
+        body = json.dumps(out, indent=2, sort_keys=True).encode() + b"\n"
         return 200, "application/json", body
 
     def _metrics(self, answers: dict[int, tuple[int, bytes] | None]) -> tuple[int, str, bytes]:

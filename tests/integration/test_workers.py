@@ -19,6 +19,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThread
 
 from tests.integration.etcd_fixture import EtcdMember, free_port
 from tests.integration.test_etcd_sync import key, writer
@@ -290,7 +291,7 @@ async def test_etcd_change_reaches_every_worker_within_a_second(
 
         async def revisions() -> dict[str, Any]:
             data = json.loads((await w.adminGet(b"/routes")).body)["workers"]
-            return {n: (e.get("revision"), sorted(e["routes"]["hosts"])) for n, e in data.items()}
+            return {n: (e.get("revision"), e["hosts"]) for n, e in data.items()}
 
         await wr.client.put(key(HOST.decode(), a.address), b"")
         start = time.monotonic()
@@ -308,3 +309,45 @@ async def test_etcd_change_reaches_every_worker_within_a_second(
         print(f"etcd change on every worker after {elapsed:.3f}s")
     finally:
         w.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_embedded_etcd_is_the_parents(tmp_path: Path, cleanup: Any) -> None:
+    """With --etcd embedded the parent runs the one etcd; every worker follows it; SIGTERM stops all and leaves no etcd."""
+    from tests.integration.test_embedded import _etcdPids, _revproxyctl
+
+    up = await upstream(cleanup, echo)
+    clientPort = free_port()
+    dataDir = tmp_path / "etcd-data"
+    w = Workers(tmp_path, "--etcd", "embedded", "--etcd-client-port", str(clientPort),
+                "--etcd-data-dir", str(dataDir), "--etcd-backoff", "0.1",
+                "--etcd-backoff-max", "0.5")
+    try:
+        await w.ready(timeout=30)
+        assert len(_etcdPids(dataDir)) == 1, "not one etcd"
+        added = await deferToThread(_revproxyctl, clientPort, "add", HOST.decode(), up.address)
+        assert added.returncode == 0, added.stderr
+
+        async def everyWorker() -> bool:
+            data = json.loads((await w.adminGet(b"/routes")).body)
+            return all(HOST.decode() in e.get("hosts", []) for e in data["workers"].values())
+
+        deadline = time.monotonic() + 5
+        while not await everyWorker():
+            assert time.monotonic() < deadline, w.proc.text()
+            await deferLater(reactor, 0.1, lambda: None)
+        assert (await _get(w.port)).code == 200
+        listed = await deferToThread(
+            _revproxyctl, clientPort, "ls", HOST.decode(), "--admin", f"http://127.0.0.1:{w.admin}"
+        )
+        assert listed.returncode == 0 and up.address in listed.stdout, listed
+        os.kill(w.proc.pid, signal.SIGTERM)
+        assert await w.proc.exitCode(15) == 0, w.proc.text()
+        deadline = time.monotonic() + 5
+        while _etcdPids(dataDir) and time.monotonic() < deadline:
+            await deferLater(reactor, 0.1, lambda: None)
+        assert not _etcdPids(dataDir), "etcd outlived the parent"
+    finally:
+        w.stop()
+        for pid in _etcdPids(dataDir):
+            os.kill(pid, signal.SIGKILL)
