@@ -35,6 +35,7 @@ import os
 import re
 import shlex
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,7 +48,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import nginx  # noqa: E402
 import wrk  # noqa: E402
-from processes import CpuPlan, Supervisor, freePort, raiseFileLimit, waitListening  # noqa: E402
+from processes import (  # noqa: E402
+    CpuPlan,
+    Supervisor,
+    cpuSeconds,
+    freePort,
+    raiseFileLimit,
+    waitListening,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = "bench.local"
@@ -107,7 +115,7 @@ def spread(counts: dict[str, int]) -> str:
 
 
 def measure(args: argparse.Namespace, sup: Supervisor, upstreamPorts: tuple[int, int],
-            workers: int, mode: str, loadPin: list[str]) -> dict[str, Any]:
+            workers: int, mode: str, loadPin: list[str], restarts: bool = True) -> dict[str, Any]:
     port, admin = freePort(), freePort()
     route = f"{HOST}=" + ",".join(f"127.0.0.1:{p}" for p in upstreamPorts)
     command = (
@@ -134,16 +142,20 @@ def measure(args: argparse.Namespace, sup: Supervisor, upstreamPorts: tuple[int,
             time.sleep(0.5)  # every worker has its upstream pool warm soon after
         url = f"http://127.0.0.1:{port}/1k"
         wrk.run(loadPin, url, 50, 1, HOST)  # warm-up
+        pids = [child.pid, *workerPids(admin).values()] if workers > 1 else [child.pid]
+        cpu = [cpuSeconds(p) for p in pids]
         before = perWorker(admin)
         r = wrk.run(loadPin, url, 50, args.seconds, HOST)
         after = perWorker(admin)
+        used = [cpuSeconds(p) - c for p, c in zip(pids, cpu)]
         out["get-1k"] = (r.requestsPerSecond, {k: after[k] - before.get(k, 0) for k in after})
+        out["cpu"] = (1e6 * sum(used) / max(1, r.requests), used[0] if workers > 1 else 0.0)
         before = after
         r = wrkClose(loadPin, url, args.seconds)
         after = perWorker(admin)
         out["close-1k"] = (r.requestsPerSecond, {k: after[k] - before.get(k, 0) for k in after},
                            r.socketErrors, r.non2xx)
-        if workers > 1:
+        if workers > 1 and restarts:
             out["restart"] = restart(loadPin, url, child.pid, admin, args.seconds)
     finally:
         sup.stop(child, grace=15)
@@ -187,6 +199,8 @@ def restart(loadPin: list[str], url: str, parentPid: int, admin: int, seconds: f
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--runs", type=int, default=1,
+                        help="measure each worker count this many times, interleaved; medians")
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--modes", default="shared,reuseport")
     parser.add_argument("--access-log", action="store_true")
@@ -214,24 +228,34 @@ def main(argv: list[str]) -> int:
           f"access log {'on' if args.access_log else 'off'}; {args.seconds:.0f} s per figure")
     results = []
     try:
+        for run, mode, n in [(run, m, n) for m in modes for run in range(args.runs) for n in counts]:
+            r = measure(args, sup, upstreamPorts, n, mode, loadPin, restarts=run == 0)
+            r["run"] = run
+            results.append(r)
+            rps, byWorker = r["get-1k"]
+            us, parent = r["cpu"]
+            print(f"{mode:9} workers={n} run {run + 1}: load {os.getloadavg()[0]:.2f}; "
+                  f"CPU {us:.0f} us/request (parent {parent:.2f} s)")
+            crps, cby, cerr, cnon = r["close-1k"]
+            print(f"{mode:9} workers={n}: get-1k {rps:8.0f} req/s  [{spread(byWorker)}]")
+            print(f"{'':9}           close-1k {crps:7.0f} req/s  [{spread(cby)}] errors={cerr} non2xx={cnon}")
+            if "restart" in r:
+                for event, what in (("sighup", "SIGHUP (replace all)"), ("kill", "kill -9 of worker 1")):
+                    total, err, non = r["restart"][event]
+                    print(f"{'':9}           {what} under close-1k: {total} requests, "
+                          f"socket errors={err}, non2xx={non}")
+            sys.stdout.flush()
+        def median(mode: str, n: int) -> float:
+            return statistics.median(
+                r["get-1k"][0] for r in results if r["mode"] == mode and r["workers"] == n
+            )
+
         for mode in modes:
-            for n in counts:
-                r = measure(args, sup, upstreamPorts, n, mode, loadPin)
-                results.append(r)
-                rps, byWorker = r["get-1k"]
-                crps, cby, cerr, cnon = r["close-1k"]
-                print(f"{mode:9} workers={n}: get-1k {rps:8.0f} req/s  [{spread(byWorker)}]")
-                print(f"{'':9}           close-1k {crps:7.0f} req/s  [{spread(cby)}] errors={cerr} non2xx={cnon}")
-                if "restart" in r:
-                    for event, what in (("sighup", "SIGHUP (replace all)"), ("kill", "kill -9 of worker 1")):
-                        n, err, non = r["restart"][event]
-                        print(f"{'':9}           {what} under close-1k: {n} requests, "
-                              f"socket errors={err}, non2xx={non}")
-                sys.stdout.flush()
-        base = {r["mode"]: r["get-1k"][0] for r in results if r["workers"] == 1}
-        for r in results:
-            if r["workers"] > 1 and base.get(r["mode"]):
-                print(f"{r['mode']}: {r['workers']} workers = {r['get-1k'][0] / base[r['mode']]:.2f}x one")
+            base = median(mode, counts[0])
+            print(f"{mode}: get-1k medians over {args.runs} runs: " + ", ".join(
+                f"{n} workers {median(mode, n):.0f} req/s ({median(mode, n) / base:.2f}x)"
+                for n in counts
+            ))
         print(f"load after: {os.getloadavg()[0]:.2f}")
     finally:
         sup.stopAll()

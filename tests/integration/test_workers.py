@@ -351,3 +351,26 @@ async def test_embedded_etcd_is_the_parents(tmp_path: Path, cleanup: Any) -> Non
         w.stop()
         for pid in _etcdPids(dataDir):
             os.kill(pid, signal.SIGKILL)
+
+
+@pytest_twisted.ensureDeferred
+async def test_workers_do_not_outlive_a_killed_parent(tmp_path: Path, cleanup: Any) -> None:
+    """SIGKILL of the parent makes every worker drain and exit: none is left holding the port."""
+    up = await upstream(cleanup, echo)
+    w = Workers(tmp_path, "--upstream", f"http://{up.address}", "--drain-timeout", "2")
+    try:
+        await w.ready()
+        pids = list(w.pids().values())
+        assert len(pids) == 2, w.proc.text()
+        os.kill(w.proc.pid, signal.SIGKILL)
+
+        def gone(pid: int) -> bool:
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+            except OSError:
+                return True
+            return state == "Z"
+
+        await _until(lambda: all(gone(p) for p in pids), 10, "the workers to exit")
+    finally:
+        w.stop()
