@@ -201,10 +201,10 @@ class WorkerSupervisor(Service):
         for number in range(1, self.count + 1):
             self.spawn(number)
 
-    def spawn(self, number: int) -> WorkerProcess:
+    def spawn(self, number: int, current: bool = True) -> WorkerProcess:
         """
         Start a worker with number C{number}; it becomes the current one
-        of that number.
+        of that number (restarted if it dies) unless not C{current}.
         """
         self._generation += 1
         assert self.socketDir is not None
@@ -220,7 +220,8 @@ class WorkerSupervisor(Service):
             ENV_ADMIN: adminSocket,
         }
         worker = WorkerProcess(number, self._generation, adminSocket, self._reactor.seconds())
-        self.workers[number] = worker
+        if current:
+            self.workers[number] = worker
         self._everyone.add(worker)
         self._reactor.spawnProcess(
             worker, self.command[0], self.command, env=env, childFDs=childFDs
@@ -309,16 +310,19 @@ class WorkerSupervisor(Service):
             log.info("all workers replaced")
             return succeed(None)
         old = self.workers.get(number)
-        new = self.spawn(number)
+        new = self.spawn(number, current=False)
         d = self.whenReady(new, self.readyTimeout)
 
         def ready(ok: bool) -> Deferred[None]:
-            if not ok:
+            if not ok or not self.running:
+                new.replaced = True  # never restarted: the old one serves on
+                new.signal("KILL")
                 log.error(
                     "worker {worker}: the new worker (pid {pid}) did not come up; "
                     "the replacement stops", worker=number, pid=new.pid,
                 )
                 return succeed(None)
+            self.workers[number] = new
             if old is not None and not old.exited:
                 old.replaced = True
                 log.info(

@@ -181,6 +181,7 @@ class SupervisorTests(SynchronousTestCase):
         self.assertIn("already", s.replaceAll())
         self.assertEqual(len(clock.processes), 3)
         self.assertEqual(old1.signals, [])
+        self.assertIs(s.workers[1].transport, old1)  # until the new one answers
         answers[-1].callback((200, b"ok"))
         self.assertEqual(old1.signals, ["TERM"])
         self.assertEqual(old2.signals, [])
@@ -212,8 +213,14 @@ class SupervisorTests(SynchronousTestCase):
         old = clock.processes[0]
         s.replaceAll()
         clock.processes[1].exit(code=1)
-        clock.advance(0.1)
+        clock.advance(60)
         self.assertEqual(old.signals, [])
+        self.assertIs(s.workers[1].transport, old)
+        self.assertEqual(len(clock.processes), 2)  # the failed one is not restarted
+        self.assertEqual(s.restarts, {1: 0})
+        d = s.stopService()
+        old.exit()
+        self.successResultOf(d)
 
 
 class RelayTests(SynchronousTestCase):
