@@ -15,10 +15,12 @@ The parent's supervision of its workers (C{--workers N}).
 - C{stopService} (the parent's SIGTERM) sends every worker C{SIGTERM} and
   fires once all have exited; a worker still running after the drain
   timeout and a margin is killed.
-- Each worker logs JSON lines on its standard output; the parent re-emits
-  each as its own event, with the worker's fields and C{worker}, so the
-  parent's log is one stream, text or JSON, where every line names its
-  worker.
+- Each worker logs its events on its standard output as lines of the
+  parent's log format that name it (L{revproxy.ops.workers.workerLogObserver});
+  the parent copies complete lines into its own log as they are (no
+  parsing: the access log must not cost the parent a formatting per
+  request).  What a worker writes on its standard error (a traceback
+  before logging began) is logged by the parent with the worker's number.
 """
 
 from __future__ import annotations
@@ -106,7 +108,8 @@ class WorkerProcess(ProcessProtocol):
     @ivar ended: fires with the exit reason (a L{Failure}) when it exits.
     """
 
-    def __init__(self, number: int, generation: int, adminSocket: str, started: float) -> None:
+    def __init__(self, number: int, generation: int, adminSocket: str, started: float,
+                 output: Callable[[bytes], None] | None = None) -> None:
         self.number = number
         self.generation = generation
         self.adminSocket = adminSocket
@@ -116,12 +119,20 @@ class WorkerProcess(ProcessProtocol):
         self.exited = False
         self.replaced = False
         self._buffers = {1: b"", 2: b""}
+        self._output = output
 
     def connectionMade(self) -> None:
         self.pid = self.transport.pid  # type: ignore[union-attr]
         self.transport.closeStdin()  # type: ignore[union-attr]
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
+        if childFD == 1 and self._output is not None:
+            data = self._buffers[1] + data
+            end = data.rfind(b"\n") + 1
+            self._buffers[1] = data[end:]
+            if end:
+                self._output(data[:end])
+            return
         lines = (self._buffers.get(childFD, b"") + data).split(b"\n")
         self._buffers[childFD] = lines.pop()
         stream = "stdout" if childFD == 1 else "stderr"
@@ -130,7 +141,9 @@ class WorkerProcess(ProcessProtocol):
 
     def processEnded(self, reason: Failure) -> None:
         for fd, rest in self._buffers.items():
-            if rest:
+            if rest and fd == 1 and self._output is not None:
+                self._output(rest + b"\n")
+            elif rest:
                 relayLine(self.number, rest, "stdout" if fd == 1 else "stderr")
         self._buffers = {}
         self.exited = True
@@ -172,6 +185,7 @@ class WorkerSupervisor(Service):
         sockets: Callable[[], list[int]],
         drainTimeout: float,
         clearExitSignal: Callable[[], None] = lambda: None,
+        logOutput: Callable[[], Callable[[bytes], None] | None] = lambda: None,
     ) -> None:
         self._reactor = reactor
         self.command = command
@@ -180,6 +194,8 @@ class WorkerSupervisor(Service):
         self._sockets = sockets
         self.drainTimeout = drainTimeout
         self._clearExitSignal = clearExitSignal
+        self._logOutput = logOutput
+        self._output: Callable[[bytes], None] | None = None
         self.workers: dict[int, WorkerProcess] = {}
         self.restarts: dict[int, int] = {n: 0 for n in range(1, count + 1)}
         self._delays: dict[int, float] = {}
@@ -194,6 +210,7 @@ class WorkerSupervisor(Service):
     def startService(self) -> None:
         super().startService()
         self.socketDir = tempfile.mkdtemp(prefix="revproxy-workers-")
+        self._output = self._logOutput()  # logging has begun by now
         log.info(
             "starting {count} workers (pid of the parent: {pid})",
             count=self.count, pid=os.getpid(),
@@ -219,7 +236,9 @@ class WorkerSupervisor(Service):
             ENV_FDS: ",".join(str(3 + i) for i in range(len(fds))),
             ENV_ADMIN: adminSocket,
         }
-        worker = WorkerProcess(number, self._generation, adminSocket, self._reactor.seconds())
+        worker = WorkerProcess(
+            number, self._generation, adminSocket, self._reactor.seconds(), self._output
+        )
         if current:
             self.workers[number] = worker
         self._everyone.add(worker)

@@ -14,15 +14,18 @@ replaced refuses nothing: the others (or the queue) take its share.
 and C{bench/workers.py}; C{REVPROXY_WORKER_SOCKETS=reuseport} selects it.)
 
 The parent does no request work: it supervises the workers
-(L{revproxy.ops.supervisor}), relays their logs as one stream, runs the
+(L{revproxy.ops.supervisor}), copies their log lines into its own log
+(one stream), runs the
 embedded etcd if asked, and serves the admin endpoint over every worker
 (L{revproxy.ops.workeradmin}).
 
 A worker is the same C{twistd -n revproxy ARGS} with C{REVPROXY_WORKER}
 and a few more variables in its environment (L{WorkerEnvironment}): its
 number, the descriptors of its listeners, the Unix socket of its own admin
-endpoint (which the parent reads) and the parent's pid.  It logs JSON lines
-to its standard output, which the parent reads.
+endpoint (which the parent reads) and the parent's pid.  It logs in the
+parent's format, each line naming it (L{workerLogObserver}), to its
+standard output, which the parent copies into its log line by line without
+parsing it: a line per request costs the parent a read and a write.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ ENV_FDS = "REVPROXY_LISTEN_FDS"
 ENV_ADMIN = "REVPROXY_WORKER_ADMIN"
 ENV_PARENT = "REVPROXY_PARENT_PID"
 ENV_SOCKETS = "REVPROXY_WORKER_SOCKETS"
+ENV_LOG_FORMAT = "REVPROXY_WORKER_LOG_FORMAT"
 SOCKET_MODES = ("shared", "reuseport")
 
 
@@ -187,14 +191,14 @@ def workerEnvironment(environ: Mapping[str, str] = os.environ) -> WorkerEnvironm
 
 def workerOptions(options: Mapping[str, Any], worker: WorkerEnvironment) -> dict[str, Any]:
     """
-    A worker's options: the parent's, with JSON logs (the parent reads
-    them), its admin endpoint on its Unix socket, and no embedded etcd (the
-    parent runs it; the worker follows it like any etcd).
+    A worker's options: the parent's, with its admin endpoint on its Unix
+    socket, no embedded etcd (the parent runs it; the worker follows it
+    like any etcd), and its log format left to L{workerLogObserver}.
     """
     _dieWithParent(worker.parentPid)
     return {
         **options,
-        "log-format": "json",
+        "log-format": "text",
         "admin": f"unix:{worker.adminSocket}:mode=600",
         "embedded-etcd": None,
     }
@@ -325,6 +329,62 @@ class ListeningSockets(Service):
         self.sockets = []
 
 
+def workerLogObserver() -> Any:
+    """
+    A worker's log observer (C{twistd --logger}): each event as one line of
+    the parent's format on standard output (which the parent copies into
+    its own log as it is): the JSON line with C{"worker": N}, or twistd's
+    text line with C{[worker N]} after its C{[namespace#level]}.
+    """
+    from twisted.logger import FileLogObserver, formatEventAsClassicLogText
+
+    from revproxy.ops.logs import eventAsJSONLine
+
+    number = int(os.environ.get(ENV_WORKER, "0"))
+    out = sys.stdout  # twistd calls this before it redirects standard output
+    if os.environ.get(ENV_LOG_FORMAT) == "json":
+        return FileLogObserver(out, lambda event: eventAsJSONLine({**event, "worker": number}))
+    tag = f"[worker {number}] "
+
+    def text(event: Any) -> str | None:
+        line = formatEventAsClassicLogText(event)
+        if line is None:
+            return None
+        head, sep, rest = line.partition("] ")
+        return head + sep + tag + rest if sep else tag + line
+
+    return FileLogObserver(out, text)
+
+
+def parentLogOutput(logFormat: str) -> Any:
+    """
+    Where the parent copies its workers' log lines: its log file (twistd's
+    C{--logfile}) when it logs text to one, else its standard output.  Call
+    once logging has begun (when services start).
+    """
+    from twisted.logger import globalLogPublisher
+
+    from revproxy._compat import logFilesOf
+    from revproxy.ops.logs import realStdout
+
+    files = logFilesOf(globalLogPublisher) if logFormat != "json" else []
+    if files:
+        logFile = files[0]
+
+        def toFile(lines: bytes) -> None:
+            logFile.write(lines)
+            logFile.flush()
+
+        return toFile
+    out = realStdout()
+
+    def toStdout(lines: bytes) -> None:
+        out.write(lines.decode("utf-8", "replace"))
+        out.flush()
+
+    return toStdout
+
+
 def workerCommand(options: Mapping[str, Any]) -> list[str]:
     """
     The command line of a worker: this interpreter running
@@ -338,7 +398,7 @@ def workerCommand(options: Mapping[str, Any]) -> list[str]:
         "-n",
         "--pidfile=",
         "--logger",
-        "revproxy.ops.logs.jsonObserver",
+        "revproxy.ops.workers.workerLogObserver",
         "revproxy",
         *options["argv"],
     ]
@@ -373,7 +433,10 @@ def parentService(options: Mapping[str, Any], reactor: Any) -> MultiService:
         [parseListen(d) for d in options["listen"]], reusePort=mode == "reuseport"
     )
     sockets.setServiceParent(root)
-    environ = {**os.environ, ENV_PARENT: str(os.getpid()), ENV_SOCKETS: mode}
+    logFormat = options.get("log-format") or "text"
+    environ = {
+        **os.environ, ENV_PARENT: str(os.getpid()), ENV_SOCKETS: mode, ENV_LOG_FORMAT: logFormat,
+    }
     supervisor = WorkerSupervisor(
         reactor,
         workerCommand(options),
@@ -382,6 +445,7 @@ def parentService(options: Mapping[str, Any], reactor: Any) -> MultiService:
         sockets=lambda: [s.fileno() for s in sockets.sockets],
         drainTimeout=options["drain-timeout"],
         clearExitSignal=lambda: clearExitSignal(reactor),
+        logOutput=lambda: parentLogOutput(logFormat),
     )
     supervisor.setServiceParent(root)
     HangupService(

@@ -253,3 +253,25 @@ class RelayTests(SynchronousTestCase):
         self.assertEqual(event["log_level"], LogLevel.warn)
         self.assertEqual(event["worker"], 2)
         self.assertEqual(event["line"], "Traceback (most recent call last):")
+
+
+class PassThroughTests(SynchronousTestCase):
+    def test_completeLinesCopied(self) -> None:
+        """
+        A worker's standard output reaches the parent's log output as it
+        is, complete lines only; standard error is logged line by line.
+        """
+        from revproxy.ops.supervisor import WorkerProcess
+
+        written: list[bytes] = []
+        events = captured(self)
+        worker = WorkerProcess(1, 1, "/x", 0.0, written.append)
+        worker.ended.addErrback(lambda f: None)
+        worker.childDataReceived(1, b'{"a":1}\n{"b"')
+        worker.childDataReceived(1, b':2}\n')
+        worker.childDataReceived(2, b"boom\n")
+        self.assertEqual(written, [b'{"a":1}\n', b'{"b":2}\n'])
+        self.assertEqual([e["line"] for e in events], ["boom"])
+        worker.childDataReceived(1, b"last")
+        worker.processEnded(Failure(ProcessDone(0)))
+        self.assertEqual(written[-1], b"last\n")

@@ -81,7 +81,7 @@ class OptionTests(SynchronousTestCase):
         o = _parse("--route", "a=h:1", "--workers", "2")
         command = workerCommand(o)
         self.assertEqual(command[-5:], ["revproxy", "--route", "a=h:1", "--workers", "2"])
-        self.assertIn("revproxy.ops.logs.jsonObserver", command)
+        self.assertIn("revproxy.ops.workers.workerLogObserver", command)
 
 
 class ListenTests(SynchronousTestCase):
@@ -121,7 +121,7 @@ class WorkerEnvironmentTests(SynchronousTestCase):
 
     def test_worker(self) -> None:
         """
-        A worker's options log JSON, serve admin on its Unix socket and run
+        A worker's options leave logs to its observer, serve admin on its Unix socket and run
         no embedded etcd.
         """
         w = workerEnvironment({
@@ -132,5 +132,49 @@ class WorkerEnvironmentTests(SynchronousTestCase):
         self.assertEqual((w.number, w.fds, w.reusePort), (2, (3, 4), False))
         o = workerOptions({"admin": None, "embedded-etcd": ("etcd", "d", 1)}, w)
         self.assertEqual(o["admin"], "unix:/tmp/w2.sock:mode=600")
-        self.assertEqual(o["log-format"], "json")
+        self.assertEqual(o["log-format"], "text")
         self.assertIsNone(o["embedded-etcd"])
+
+
+class WorkerLogTests(SynchronousTestCase):
+    def _line(self, logFormat: str) -> str:
+        import io
+        import os
+
+        from twisted.logger import LogLevel
+
+        from revproxy.ops.workers import workerLogObserver
+
+        saved = {k: os.environ.get(k) for k in ("REVPROXY_WORKER", "REVPROXY_WORKER_LOG_FORMAT")}
+        os.environ.update({"REVPROXY_WORKER": "3", "REVPROXY_WORKER_LOG_FORMAT": logFormat})
+        import sys
+
+        out, sys.stdout = sys.stdout, io.StringIO()
+        try:
+            observer = workerLogObserver()
+            observer({"log_format": "GET {uri}", "uri": "/a", "log_level": LogLevel.info,
+                      "log_namespace": "revproxy.access", "log_time": 0.0})
+            return sys.stdout.getvalue()  # type: ignore[attr-defined,no-any-return]
+        finally:
+            sys.stdout = out
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+    def test_text(self) -> None:
+        """
+        In text, a worker's line names it after the namespace and level.
+        """
+        self.assertTrue(self._line("text").endswith(
+            " [revproxy.access#info] [worker 3] GET /a\n"))
+
+    def test_json(self) -> None:
+        """
+        In JSON, a worker's line carries its number.
+        """
+        import json
+
+        line = json.loads(self._line("json"))
+        self.assertEqual((line["worker"], line["uri"], line["text"]), (3, "/a", "GET /a"))
