@@ -16,10 +16,11 @@ The parent's supervision of its workers (C{--workers N}).
   fires once all have exited; a worker still running after the drain
   timeout and a margin is killed.
 - Each worker logs its events on its standard output as lines of the
-  parent's log format that name it (L{revproxy.ops.workers.workerLogObserver});
-  the parent copies complete lines into its own log as they are (no
-  parsing: the access log must not cost the parent a formatting per
-  request).  What a worker writes on its standard error (a traceback
+  parent's log format that name it (L{revproxy.ops.workers.workerLogObserver}):
+  the parent's own standard output, inherited (a line per C{write}: lines
+  do not mix), or a pipe whose complete lines the parent copies, unparsed,
+  into its C{--logfile}.  Either way the access log costs the parent no
+  formatting per request (relayed as events, it cost 110 us a request).  What a worker writes on its standard error (a traceback
   before logging began) is logged by the parent with the worker's number.
 """
 
@@ -185,7 +186,7 @@ class WorkerSupervisor(Service):
         sockets: Callable[[], list[int]],
         drainTimeout: float,
         clearExitSignal: Callable[[], None] = lambda: None,
-        logOutput: Callable[[], Callable[[bytes], None] | None] = lambda: None,
+        logOutput: Callable[[], Callable[[bytes], None] | int | None] = lambda: None,
     ) -> None:
         self._reactor = reactor
         self.command = command
@@ -195,7 +196,7 @@ class WorkerSupervisor(Service):
         self.drainTimeout = drainTimeout
         self._clearExitSignal = clearExitSignal
         self._logOutput = logOutput
-        self._output: Callable[[bytes], None] | None = None
+        self._output: Callable[[bytes], None] | int | None = None
         self.workers: dict[int, WorkerProcess] = {}
         self.restarts: dict[int, int] = {n: 0 for n in range(1, count + 1)}
         self._delays: dict[int, float] = {}
@@ -227,7 +228,8 @@ class WorkerSupervisor(Service):
         assert self.socketDir is not None
         adminSocket = os.path.join(self.socketDir, f"w{number}.{self._generation}.sock")
         fds = self._sockets()
-        childFDs: dict[int, Any] = {0: "w", 1: "r", 2: "r"}
+        output = self._output
+        childFDs: dict[int, Any] = {0: "w", 1: output if isinstance(output, int) else "r", 2: "r"}
         for i, fd in enumerate(fds):
             childFDs[3 + i] = fd
         env = {
@@ -237,7 +239,8 @@ class WorkerSupervisor(Service):
             ENV_ADMIN: adminSocket,
         }
         worker = WorkerProcess(
-            number, self._generation, adminSocket, self._reactor.seconds(), self._output
+            number, self._generation, adminSocket, self._reactor.seconds(),
+            None if isinstance(output, int) else output,
         )
         if current:
             self.workers[number] = worker

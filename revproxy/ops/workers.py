@@ -24,8 +24,8 @@ and a few more variables in its environment (L{WorkerEnvironment}): its
 number, the descriptors of its listeners, the Unix socket of its own admin
 endpoint (which the parent reads) and the parent's pid.  It logs in the
 parent's format, each line naming it (L{workerLogObserver}), to its
-standard output, which the parent copies into its log line by line without
-parsing it: a line per request costs the parent a read and a write.
+standard output: the parent's own (inherited), or, when the parent logs to
+a C{--logfile}, a pipe whose lines the parent copies into it unparsed.
 """
 
 from __future__ import annotations
@@ -358,9 +358,12 @@ def workerLogObserver() -> Any:
 
 def parentLogOutput(logFormat: str) -> Any:
     """
-    Where the parent copies its workers' log lines: its log file (twistd's
-    C{--logfile}) when it logs text to one, else its standard output.  Call
-    once logging has begun (when services start).
+    Where the workers' log lines go: when the parent logs text to a file
+    (twistd's C{--logfile}), a function that copies lines into it; else
+    the parent's standard output's descriptor, which the workers inherit
+    and write to themselves, one line per C{write}, so that their lines
+    cost the parent nothing.  Call once logging has begun (when services
+    start).
     """
     from twisted.logger import globalLogPublisher
 
@@ -377,12 +380,8 @@ def parentLogOutput(logFormat: str) -> Any:
 
         return toFile
     out = realStdout()
-
-    def toStdout(lines: bytes) -> None:
-        out.write(lines.decode("utf-8", "replace"))
-        out.flush()
-
-    return toStdout
+    out.flush()
+    return out.fileno()
 
 
 def workerCommand(options: Mapping[str, Any]) -> list[str]:

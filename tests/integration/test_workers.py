@@ -374,3 +374,45 @@ async def test_workers_do_not_outlive_a_killed_parent(tmp_path: Path, cleanup: A
         await _until(lambda: all(gone(p) for p in pids), 10, "the workers to exit")
     finally:
         w.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_logfile_holds_every_workers_lines(tmp_path: Path, cleanup: Any) -> None:
+    """With twistd --logfile the workers' lines, each naming its worker, go to the parent's log file."""
+    import subprocess
+
+    from tests.integration.upstreams import ROOT, TWISTD
+
+    up = await upstream(cleanup, echo)
+    port, admin = free_port(), free_port()
+    logFile = tmp_path / "revproxy.log"
+    proc = subprocess.Popen(
+        TWISTD + ["-n", "--pidfile=", f"--logfile={logFile}", "revproxy",
+                  "--listen", f"tcp:{port}:interface=127.0.0.1", "--upstream", f"http://{up.address}",
+                  "--admin", f"tcp:{admin}:interface=127.0.0.1", "--workers", "2"],
+        cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if (await _get(admin, b"/readyz", b"admin")).code == 200:
+                    break
+            except Exception:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None, logFile.read_text()
+            await deferLater(reactor, 0.1, lambda: None)
+        for i in range(20):
+            assert (await _get(port, f"/log/{i}".encode())).code == 200
+        proc.send_signal(signal.SIGTERM)
+        out, _ = await deferToThread(proc.communicate, timeout=20)
+        assert proc.returncode == 0
+        text = logFile.read_text()
+        access = [line for line in text.splitlines() if "[revproxy.access#info] [worker" in line]
+        assert len(access) == 20, text
+        assert "[worker 1] " in text and "[worker 2] " in text, text
+        assert b"worker" not in out, out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

@@ -92,6 +92,20 @@ class SupervisorTests(SynchronousTestCase):
         self.assertEqual(first.env["X"], "1")
         self.assertNotEqual(first.env["REVPROXY_WORKER_ADMIN"], second.env["REVPROXY_WORKER_ADMIN"])
 
+    def test_inheritedLogOutput(self) -> None:
+        """
+        When the parent logs to its standard output, the workers inherit it
+        as theirs.
+        """
+        clock = ProcessClock()
+        s = WorkerSupervisor(clock, ["w"], {}, count=1, sockets=lambda: [7],
+                             drainTimeout=1.0, logOutput=lambda: 1)
+        s.startService()
+        self.assertEqual(clock.processes[0].childFDs, {0: "w", 1: 1, 2: "r", 3: 7})
+        d = s.stopService()
+        clock.processes[0].exit()
+        self.successResultOf(d)
+
     def test_deadWorkerRestartsWithBackoff(self) -> None:
         """
         A worker that dies soon after its start is restarted after a delay
