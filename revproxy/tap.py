@@ -52,6 +52,7 @@ from revproxy.routing import (
     parseRoute,
     parseUpstream,
 )
+from revproxy.http.options import SERVER_PARAMETERS, checkServerOptions, serverLimits
 from revproxy.http.server import ProxySite
 from revproxy.upstream.health import HealthChecker, HealthSettings
 from revproxy.upstream.pool import UpstreamPool
@@ -194,6 +195,7 @@ class Options(usage.Options):
         ["admin", None, None, "Serve /healthz, /readyz, /routes and /metrics on this strports ENDPOINT, e.g. tcp:9901:interface=127.0.0.1."],
         ["ready-grace", None, "30", "Seconds /readyz stays 200 after the etcd watch is lost."],
         *HEALTH_PARAMETERS,
+        *SERVER_PARAMETERS,
     ]
 
     def __init__(self) -> None:
@@ -280,6 +282,7 @@ class Options(usage.Options):
         )
         self["pool-size"] = optionCount("--pool-size", self["pool-size"])
         checkHealthOptions(self)
+        checkServerOptions(self)
         if self["admin"] is not None:
             _checkEndpoint("--admin", self["admin"])
         self["upstream-trust"] = (
@@ -447,7 +450,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         hashKey=options.get("hash-key-function"),
         tunnels=tunnels,
     )
-    site = ProxySite(resource, reactor=reactor)
+    site = resource.site = ProxySite(resource, reactor=reactor, limits=serverLimits(options))
     site.timeOut = options["idle-timeout"]
     DrainService(resource, site, reactor, options["drain-timeout"]).setServiceParent(root)
     reloaders.append(reopenLogFiles(lambda: logFilesOf(globalLogPublisher)))

@@ -180,6 +180,13 @@ class RequestBody:
         return None
 
     @property
+    def attached(self) -> bool:
+        """
+        Whether a consumer takes the body.
+        """
+        return self._consumer is not None
+
+    @property
     def replayable(self) -> bool:
         """
         Whether the body can still be sent again from its first byte.

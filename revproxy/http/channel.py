@@ -119,6 +119,7 @@ class ProxyChannel(Protocol):
         self._dispatched: ProxyRequest | None = None
         self._persistent = True
         self._refused: bytes | None = None
+        self._draining: ProxyRequest | None = None
         self._closing = False
         self._upgradeRest: bytes | None = None
         self._pausedFor = 0  # bit 1: a body's consumer, bit 2: pipelining
@@ -187,7 +188,7 @@ class ProxyChannel(Protocol):
         limits = self._limits
         if limits.maxBodySize and head.length > limits.maxBodySize:
             raise RequestError(413, "request body too large")
-        request: ProxyRequest = self.site.requestFactory(self)
+        request: ProxyRequest = self.site.requestFactory(self)  # type: ignore[assignment]
         request.received(head)
         if head.length != NO_BODY:
             request.body = RequestBody(self, head.length, limits.replayBuffer, head.expectContinue)
@@ -212,6 +213,11 @@ class ProxyChannel(Protocol):
         if request is not None:
             self._reading = None
             request.body.ended(trailers)  # type: ignore[union-attr]
+            if request is self._draining:
+                # Answered already: the connection is idle.
+                self._draining = None
+                self._setDeadline(_IDLE, self.site.timeOut)
+                return
         self._state = _BUSY
         if len(self.requests) > 1:
             # Another request waits for this one's turn: read no more until
@@ -238,6 +244,11 @@ class ProxyChannel(Protocol):
         self._dispatched = None
         body = request.body
         if body is not None and not body.complete:
+            if body.attached and self._persistent and request.keepAlive:
+                # The upstream answered early and reads the rest: so does
+                # the channel, and then goes on with the connection.
+                self._draining = request
+                return
             # The rest of its body is unread: it cannot be told from the
             # next request.
             self._persistent = False
@@ -267,6 +278,13 @@ class ProxyChannel(Protocol):
         self._cancelTimer()
         request = self._reading
         self._reading = None
+        if request is not None and request is self._draining:
+            # Answered already: nothing more can be said to the client.
+            self._draining = None
+            request.body.fail(status, message.encode("latin-1"))  # type: ignore[union-attr]
+            self.site.requestRefused(status)
+            self.loseConnection()
+            return
         if request is not None and request is self._dispatched:
             # Its body failed while the resource forwards it: the resource
             # answers, and the connection closes after.
@@ -376,7 +394,6 @@ class ProxyChannel(Protocol):
             or not request.keepAlive
             or self._upgradeRest is not None
             or self._closing
-            or (request.body is not None and not request.body.complete)
         ) and code != b"101"
         lines = [version, b" ", code, b" ", reason, b"\r\n"]
         for name, values in headers.getAllRawHeaders():

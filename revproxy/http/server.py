@@ -120,7 +120,7 @@ class ProxyRequest(Request):
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         # twisted.web's HTTPChannel calls this (a ProxyRequest served by a
         # plain Site, with its body in content).
-        self.content.seek(0, 0)  # type: ignore[attr-defined]
+        self.content.seek(0, 0)  # type: ignore[union-attr]
         self.args = {}
         self.method = command
         self.uri = path
@@ -129,7 +129,7 @@ class ProxyRequest(Request):
         self.process()
 
     def process(self) -> None:
-        site: ProxySite = self.channel.site
+        site: ProxySite = self.channel.site  # type: ignore[attr-defined]
         self.site = site
         resource = site.resource
         if not resource.isLeaf:

@@ -38,6 +38,7 @@ from revproxy.forward.reporting import RequestMetrics
 from revproxy.ops.listener import Listener
 from revproxy.ops.metrics import BUCKETS, ProxyMetrics
 from revproxy.routing.address import Upstream
+from revproxy.ops.clientmetrics import clientMetrics
 from revproxy.ops.upstreams import explainRoute, healthMetrics, upstreamState
 from revproxy.routing.resolver import NoRouteTable, RouteResolver
 from revproxy.upstream.state import UpstreamStates
@@ -292,6 +293,7 @@ class ProxyCollector(Collector):
             )
 
         yield from _tunnelMetrics(self._resource.tunnels)
+        yield from clientMetrics(getattr(self._resource, "site", None))
 
         sync = self._sync
         if sync is None:

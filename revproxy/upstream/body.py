@@ -93,8 +93,6 @@ class BodySender:
             self._fd = os.dup(fd)
             self._remaining = os.fstat(self._fd).st_size
 
-    canFinish = True
-
     def start(self) -> None:
         """
         Nothing: the transport pulls.
@@ -177,8 +175,9 @@ class BodyStream:
     trailers).  It is the push producer of the upstream's transport, so a
     full upstream socket pauses the client.
 
-    @ivar canFinish: whether the whole body has arrived from the client, so
-        that what is left of it can still be sent after an early response.
+    An upstream that answers early and keeps its connection open gets the
+    rest of the body as the client sends it (the connection is reusable
+    after); if the body then fails, the connection is dropped.
     """
 
     def __init__(
@@ -192,10 +191,6 @@ class BodyStream:
         self._chunked = body.length < 0
         self._failed = failed
         self._closed = False
-
-    @property
-    def canFinish(self) -> bool:
-        return self._body.complete
 
     def start(self) -> None:
         """
@@ -229,6 +224,7 @@ class BodyStream:
 
     def bodyFailed(self, status: int, message: bytes) -> None:
         if not self._closed:
+            self._connection.abort()
             self._failed(status, message)
 
     # IPushProducer

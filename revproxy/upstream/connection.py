@@ -442,11 +442,7 @@ class UpstreamConnection(Protocol):
         # A connection paused for a slow client may end its response while
         # paused: it must read again before it serves anyone else.
         self.resumeReading()
-        sender = self._sender
-        if sender is not None and not sender.canFinish:
-            # The rest of the body is still to come from the client.
-            self._keepAlive = False
-        if sender is not None and self._keepAlive:
+        if self._sender is not None and self._keepAlive:
             # The upstream answered before it read the whole body and keeps
             # the connection open, so it reads and discards the rest (as
             # nginx's `return` does): finish sending it, then the connection

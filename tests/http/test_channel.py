@@ -297,19 +297,53 @@ class BodyTests(SynchronousTestCase):
         self.assertTrue(upstream.aborted)
         self.assertEqual(h.resource.inflight, 0)
 
-    def test_earlyResponseClosesClient(self) -> None:
+    def test_earlyResponseDrains(self) -> None:
         """
-        An upstream that answers before the body is complete: the client
-        gets the answer, with Connection: close, and its connection closes
-        (the unread rest of its body cannot be told from a next request).
+        An upstream that answers before the body is complete and keeps its
+        connection: the client gets the answer, the rest of its body still
+        goes upstream, and then both connections carry the next request.
+        """
+        h = _harness()
+        channel, client = h.client(POST % 6 + b"abc")
+        conn, upstream = h.upstream()
+        conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(_status(client.value()), 200)
+        self.assertNotIn(b"onnection: close", client.value())
+        channel.dataReceived(b"def" + _get(path=b"/next"))  # type: ignore[attr-defined]
+        self.assertIn(b"\r\n\r\nabcdefGET /next ", upstream.value())
+        conn.dataReceived(OK)
+        self.assertEqual(client.value().count(b"HTTP/1.1 200 OK"), 2)
+        self.assertFalse(client.disconnecting)
+        self.assertEqual(h.endpoint().pending, [])
+
+    def test_earlyResponseDrainFails(self) -> None:
+        """
+        A client that stalls in the body after an early answer is dropped
+        at the body timeout, and so is the upstream connection that waited
+        for the body.
+        """
+        h = _harness(bodyTimeout=5)
+        channel, client = h.client(POST % 6 + b"abc")
+        conn, upstream = h.upstream()
+        conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        h.reactor.advance(5)
+        self.assertTrue(client.disconnecting)
+        self.assertTrue(upstream.aborted)
+        self.assertEqual(client.value().count(b"HTTP/1.1 "), 1)
+
+    def test_earlyResponseUpstreamCloses(self) -> None:
+        """
+        An upstream that answers early and closes: the client's connection
+        closes after the answer (the unread rest of its body cannot be told
+        from a next request).
         """
         h = _harness()
         channel, client = h.client(POST % 100 + b"abc")
         conn, upstream = h.upstream()
-        conn.dataReceived(b"HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\n\r\n")
-        line, headers, _ = _headers(client.value())
-        self.assertEqual(_status(line), 413)
-        self.assertIn((b"connection", b"close"), headers)
+        conn.dataReceived(
+            b"HTTP/1.1 413 Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        )
+        self.assertEqual(_status(client.value()), 413)
         self.assertTrue(client.disconnecting)
         self.assertTrue(upstream.disconnecting)
 
