@@ -253,8 +253,19 @@ class ProxyChannel(Protocol):
             # next request.
             self._persistent = False
             body.fail(400, b"the response ended before the request body")
-        if not self._persistent or not request.keepAlive or self._upgradeRest is not None:
+        if not self._persistent or not request.keepAlive:
             self.loseConnection()
+            return
+        rest = self._upgradeRest
+        if rest is not None:
+            # The upstream did not switch: the connection goes on as HTTP,
+            # with what the client sent after its upgrade request.
+            self._upgradeRest = None
+            self._parser.upgraded = False
+            self._setDeadline(_IDLE, self.site.timeOut)
+            self._resume(2)
+            if rest:
+                self.dataReceived(rest)
             return
         if len(self.requests) <= 1:
             self._resume(2)
@@ -392,7 +403,6 @@ class ProxyChannel(Protocol):
             not self._persistent
             or request is None
             or not request.keepAlive
-            or self._upgradeRest is not None
             or self._closing
         ) and code != b"101"
         lines = [version, b" ", code, b" ", reason, b"\r\n"]

@@ -467,3 +467,37 @@ class AddressTests(SynchronousTestCase):
         channel, _ = h.client()
         self.assertIsInstance(channel, ProxyChannel)
         self.assertIsInstance(channel.transport, StringTransport)  # type: ignore[attr-defined]
+
+
+class UpgradeTests(SynchronousTestCase):
+    UPGRADE = b"GET /ws HTTP/1.1\r\nHost: a.com\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"
+
+    def test_refusedUpgradeGoesOn(self) -> None:
+        """
+        An upgrade the upstream refuses is a normal response, and the
+        request pipelined after it is read and answered.
+        """
+        h = _harness()
+        _, client = h.client(self.UPGRADE + _get(path=b"/again"))
+        conn, upstream = h.upstream()
+        conn.dataReceived(b"HTTP/1.1 426 Upgrade Required\r\nContent-Length: 0\r\n\r\n")
+        self.assertIn(b"GET /again ", upstream.value())
+        conn.dataReceived(OK)
+        self.assertIn(b"HTTP/1.1 426 ", client.value())
+        self.assertIn(b"HTTP/1.1 200 OK", client.value())
+        self.assertFalse(client.disconnecting)
+
+    def test_h2cNotOffered(self) -> None:
+        """
+        Upgrade: h2c is not offered upstream; the request goes as a plain
+        one.
+        """
+        h = _harness()
+        h.client(
+            b"GET / HTTP/1.1\r\nHost: a.com\r\nConnection: upgrade, http2-settings\r\n"
+            b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n"
+        )
+        _, upstream = h.upstream()
+        sent = upstream.value().lower()
+        self.assertNotIn(b"upgrade", sent)
+        self.assertNotIn(b"http2-settings", sent)
