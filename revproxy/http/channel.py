@@ -287,6 +287,13 @@ class ProxyChannel(Protocol):
         """
         self._closing = True
         self._cancelTimer()
+        peer = self.getPeer()
+        log.info(
+            "refused a request from {client}: {status} {reason}",
+            client=getattr(peer, "host", str(peer)),
+            status=status,
+            reason=message,
+        )
         request = self._reading
         self._reading = None
         if request is not None and request is self._draining:

@@ -51,6 +51,20 @@ class RefusalTests(SynchronousTestCase):
         self.assertEqual(h.endpoint().pending, [])
         self.assertEqual(h.site.refused, {400: 1})
 
+    def test_refusalLogged(self) -> None:
+        """
+        A refusal is logged with the client's address, status and reason.
+        """
+        from twisted.logger import capturedLogs, formatEvent
+
+        h = _harness()
+        with capturedLogs() as events:
+            h.client(b"GET / HTTP/1.2\r\nHost: a.com\r\n\r\n")
+        [line] = [formatEvent(e) for e in events if "refused" in formatEvent(e)]
+        self.assertEqual(
+            line, "refused a request from 192.0.2.7: 505 HTTP version not supported"
+        )
+
     def test_nothingReadAfterRefusal(self) -> None:
         """
         After a refusal, later bytes are ignored.
