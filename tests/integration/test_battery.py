@@ -12,11 +12,12 @@ accepted one exactly the requests sent, with one Host, one framing, no
 smuggled request, no underscore header, no forwarding header a client
 made up.
 
-Four proxies serve the battery, each started once for the module:
-C{default} (only C{--route}: every default limit), C{limits}
-(C{--max-body-size 1024 --max-headers 20 --header-timeout 1
---body-timeout 1}), C{trusted} (C{--trusted-proxies 127.0.0.1/32}) and
-C{underscore} (C{--allow-underscore-headers}).
+Five proxies serve the battery, each started on first use and killed at
+the end of the module: C{default} (only C{--route}: every default limit),
+C{limits} (C{--max-body-size 1024 --max-headers 20 --header-timeout 1
+--body-timeout 1}), C{trusted} (C{--trusted-proxies 127.0.0.1/32}),
+C{underscore} (C{--allow-underscore-headers}) and C{maxconn}
+(C{--max-connections 4}).
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ PROXY_ARGS = {
     ],
     "trusted": ["--trusted-proxies", "127.0.0.1/32"],
     "underscore": ["--allow-underscore-headers"],
+    "maxconn": ["--max-connections", "4"],
 }
 
 
@@ -229,3 +231,52 @@ def test_chunked_body_streams(battery: Battery) -> None:
     assert got.statuses == [200], got.describe()
     seen = battery.upstream.requests()
     assert [s.body for s in seen] == [b"a" * 100 + b"b" * 100 + b"c" * 100]
+
+
+def test_absolute_form_never_dials_the_target(battery: Battery) -> None:
+    """An absolute-form target naming the upstream's own address, with a Host that has no route, is refused and no byte reaches that address."""
+    proxy = battery.proxy("default")
+    battery.upstream.reset()
+    address = battery.upstream.address.encode()
+    target = b"http://" + address + b"/dial"
+    mismatched = exchange(proxy.port, req(b"GET", target, host=b"nowhere.test"))
+    matching = exchange(proxy.port, req(b"GET", target, host=address))
+    time.sleep(SETTLE)
+    assert mismatched.statuses == [400], mismatched.describe()
+    assert matching.statuses == [404], matching.describe()
+    assert battery.upstream.raw() == b""
+
+
+def test_pipelined_valid_then_malformed(battery: Battery) -> None:
+    """A valid request followed on the same connection by a malformed one gets 200 then 400 and a close; the upstream sees only the first."""
+    proxy = battery.proxy("default")
+    battery.upstream.reset()
+    bad = req(
+        b"POST", b"/bad", b"Content-Length: 5", b"Transfer-Encoding: chunked", body=b"0\r\n\r\n"
+    )
+    got = exchange(proxy.port, req(b"GET", b"/good") + bad + req(b"GET", b"/smuggled"), answers=2)
+    time.sleep(SETTLE)
+    assert got.statuses == [200, 400], got.describe()
+    assert got.closed, got.describe()
+    assert [r.target for r in battery.upstream.requests()] == [b"/good"]
+
+
+def test_max_connections(battery: Battery) -> None:
+    """Past --max-connections a new connection is not served; once one closes, a new one is."""
+    proxy = battery.proxy("maxconn")
+    held = []
+    try:
+        for i in range(4):
+            s = socket.create_connection(("127.0.0.1", proxy.port), timeout=5)
+            held.append(s)
+            s.sendall(req(b"GET", b"/held%d" % i))
+            assert b"HTTP/1.1 200 " in _readUntil(s, b"upstream saw", 5.0)
+        extra = exchange(proxy.port, req(b"GET", b"/extra"), deadline=2.0)
+        assert 200 not in extra.statuses, extra.describe()
+        held.pop().close()
+        time.sleep(0.5)
+        again = exchange(proxy.port, req(b"GET", b"/again"), deadline=3.0)
+        assert again.statuses == [200], again.describe()
+    finally:
+        for s in held:
+            s.close()
