@@ -28,69 +28,28 @@ the deadline.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IAddress, IDelayedCall, IHalfCloseableProtocol, ISSLTransport
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import RESPONSES, datetimeToString
 from twisted.web.http_headers import Headers
 from zope.interface import alsoProvides
 
 from revproxy.http.body import RequestBody
-from revproxy.http.parser import NO_BODY, HeadLimits, ParsedHead, RequestError, RequestParser
+from revproxy.http.errors import errorResponse
+from revproxy.http.limits import ServerLimits
+from revproxy.http.parser import NO_BODY, ParsedHead, RequestError, RequestParser
 
 if TYPE_CHECKING:
     from revproxy.http.server import ClientTunnel, ProxyRequest, ProxySite
 
-__all__ = ["ProxyChannel", "ServerLimits", "errorResponse"]
+__all__ = ["ProxyChannel", "ServerLimits"]
 
 log = Logger()
 
 _IDLE, _HEAD, _BODY, _BUSY = range(4)
-
-
-@dataclass(frozen=True)
-class ServerLimits:
-    """
-    The limits and deadlines of client connections.
-
-    @ivar head: the request head's limits.
-    @ivar maxBodySize: the largest request body, C{0} for no limit (413).
-    @ivar headerTimeout: seconds for the whole head, from its first byte.
-    @ivar bodyTimeout: the longest gap between body bytes, in seconds.
-    @ivar maxConnections: open client connections, past which new ones are
-        closed at once.
-    @ivar replayBuffer: the request body bytes kept to send the request
-        again to another upstream (C{--retry-buffer}).
-    """
-
-    head: HeadLimits = field(default_factory=HeadLimits)
-    maxBodySize: int = 0
-    headerTimeout: float = 10.0
-    bodyTimeout: float = 60.0
-    maxConnections: int = 10000
-    replayBuffer: int = 64 * 1024
-
-
-def errorResponse(status: int, message: str, now: float) -> bytes:
-    """
-    A complete plain-text error response that closes the connection.
-    """
-    body = message.encode("latin-1", "replace") + b"\n"
-    return b"".join(
-        (
-            b"HTTP/1.1 %d %s\r\n" % (status, RESPONSES.get(status, b"Error")),
-            b"Date: ",
-            datetimeToString(int(now)),
-            b"\r\nContent-Type: text/plain; charset=utf-8\r\n"
-            b"X-Content-Type-Options: nosniff\r\nConnection: close\r\n"
-            b"Content-Length: %d\r\n\r\n" % (len(body),),
-            body,
-        )
-    )
 
 
 class ProxyChannel(Protocol):
