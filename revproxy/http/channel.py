@@ -116,7 +116,12 @@ class ProxyChannel(Protocol):
         if tunnel is not None:
             tunnel.clientDataReceived(data)
             return
-        if self._closing or self._upgradeRest is not None:
+        if self._closing:
+            return
+        if self._upgradeRest is not None:
+            # Paused after an upgrade request, but a transport may still
+            # deliver what it had: it waits with the rest.
+            self._upgradeRest += data
             return
         parser = self._parser
         state = self._state

@@ -515,3 +515,20 @@ class UpgradeTests(SynchronousTestCase):
         sent = upstream.value().lower()
         self.assertNotIn(b"upgrade", sent)
         self.assertNotIn(b"http2-settings", sent)
+
+    def test_bytesBeforeSwitchKept(self) -> None:
+        """
+        Bytes that arrive after an upgrade request, before the upstream
+        switched, go through the tunnel once it has.
+        """
+        h = _harness()
+        channel, client = h.client(self.UPGRADE + b"first")
+        self.assertEqual(client.producerState, "paused")
+        channel.dataReceived(b" second")  # type: ignore[attr-defined]
+        conn, upstream = h.upstream()
+        conn.dataReceived(
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"
+        )
+        self.assertTrue(upstream.value().endswith(b"\r\n\r\nfirst second"))
+        self.assertTrue(client.value().startswith(b"HTTP/1.1 101 "))
+        self.assertEqual(client.producerState, "producing")
