@@ -73,6 +73,7 @@ class AppliedWaiter:
         self.revision = revision
         self.nodes: dict[bytes, NodeRecord] = {}
         self.waitedFor: list[str] = []
+        self.departed: list[str] = []
         self.done: Deferred[bool] = Deferred()
         self._clock = clock
         self._timer: IDelayedCall | None = None
@@ -125,7 +126,9 @@ class AppliedWaiter:
             if event.type.value == "PUT":
                 self.nodes[event.key] = _record(event.key, event.value, self.prefix)
             else:
-                self.nodes.pop(event.key, None)
+                gone = self.nodes.pop(event.key, None)
+                if gone is not None:
+                    self.departed.append(gone.id)
         self._check()
 
     def listFailed(self, reason: Failure, delay: float) -> None:
@@ -168,11 +171,13 @@ async def waitApplied(
     if not waiter.waitedFor:
         writeLine(out, f"no live proxy node under {config.nodesPrefix}: nothing to wait for")
         return EXIT_OK
+    left = [n for n in waiter.departed if n not in {r.id for r in waiter.nodes.values()}]
+    gone = f"; {', '.join(left)} left the fleet meanwhile" if left else ""
     if ok:
         writeLine(
             out,
             f"applied by all {len(waiter.nodes)} nodes in {took:.3f}s "
-            f"(revision {revision}; waited for {names})",
+            f"(revision {revision}; waited for {names}{gone})",
         )
         return EXIT_OK
     late = waiter.lagging()

@@ -110,6 +110,7 @@ class WaitTests(SynchronousTestCase):
         d = self.wait(10)
         self.store.delete(nodeKey(PREFIX, "n2"))
         self.assertEqual(self.successResultOf(d), 0)
+        self.assertIn("n2 left the fleet meanwhile", self.out.getvalue())
 
     def test_noNodes(self) -> None:
         """
