@@ -105,3 +105,19 @@ class WiringTests(SynchronousTestCase):
         self.assertEqual(urlOfListener("ssl:9901:privateKey=k", Port("10.1.2.3")),
                          "https://10.1.2.3:9901")
         self.assertIsNone(urlOfListener("unix:/tmp/admin.sock", Port("x")))
+
+
+class ReadmeTests(SynchronousTestCase):
+    def test_optionsDocumented(self) -> None:
+        """
+        Every fleet option, revproxyctl's fleet commands and the status page
+        are in the README.
+        """
+        from revproxy.ops.fleet import FLEET_FLAGS, FLEET_PARAMETERS
+
+        readme = (Path(__file__).resolve().parents[2] / "README.rst").read_text()
+        for option in [*FLEET_FLAGS, *FLEET_PARAMETERS]:
+            self.assertIn(f"``--{option[0]}", readme)
+        for text in ("``--wait[=SECONDS]``", "revproxyctl nodes", "revproxyctl explain HOST [PATH]",
+                     "``ready, stale:``", "routes.snapshot.json", "The status page"):
+            self.assertIn(text, readme)
