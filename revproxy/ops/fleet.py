@@ -158,8 +158,9 @@ def fleetServices(
 ) -> Fleet:
     """
     Add the node registration (and, with C{--state-dir}, the snapshot) to
-    C{root}; the node id and admin URL are known once the first proxy
-    listener and the admin listener are bound.
+    C{root}.  The node registers once etcd has been read; the node id and
+    admin URL are known once the first proxy listener and the admin
+    listener are bound.
     """
     from revproxy import __version__
     from revproxy.etcd.leases import EtcdLeases
@@ -168,9 +169,19 @@ def fleetServices(
     started = time.time()
     names: dict[str, Any] = {"id": options.get("node-id"), "admin": None}
 
+    listed: Deferred[None] = Deferred()
+
+    def firstList(full: bool) -> None:
+        if full and not listed.called:
+            listed.callback(None)
+
+    sync.appliedObservers.append(firstList)
+
     def ready() -> Deferred[Any]:
-        # On the next turn: every listener of the tree has started by then.
-        return deferLater(reactor, 0, lambda: None).addCallback(lambda _: bound())
+        # Once etcd has been read (so the record's revision means something,
+        # and an embedded etcd is up), and on a later turn than start-up:
+        # every listener of the tree has started by then.
+        return listed.addCallback(lambda _: deferLater(reactor, 0, bound))
 
     def bound() -> Deferred[Any]:
         listeners = [root.getServiceNamed(f"listen {options['listen'][0]}")]

@@ -141,7 +141,11 @@ def renderStatus(
     ]
     if etcd is not None:
         applied = int(etcd["revision"])
-        lag = "" if etcdRevision is None else f" (etcd at {etcdRevision}, {max(0, etcdRevision - applied)} behind)"
+        newest = max((n.revision for n in nodes or []), default=applied)
+        lag = (
+            "" if etcdRevision is None
+            else f" (etcd at {etcdRevision}; {max(0, newest - applied)} behind the fleet's newest)"
+        )
         watch = "live" if etcd["live"] else "down"
         parts.append(
             '<table id="etcd"><tbody>'
@@ -164,8 +168,9 @@ def renderStatus(
             parts.append(f'<p id="nodes" class="down">cannot read the nodes: {_e(fleetError)}</p>')
         else:
             parts.append(_table(
-                ["node", "applied", "lag", "watch", "routes", "age", "version", "admin"],
-                _nodeRows(nodes or [], etcdRevision, now), "no node registered", "nodes",
+                ["node", "applied", "behind the newest", "watch", "routes", "age", "version", "admin"],
+                _nodeRows(nodes or [], max((n.revision for n in nodes or []), default=None), now),
+                "no node registered", "nodes",
             ))
     parts.append("<h2>Requests</h2>")
     parts.append(_table(["status", "requests"], _counters(admin.metrics), "none yet", "counters"))

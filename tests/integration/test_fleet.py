@@ -218,6 +218,12 @@ async def test_restart_with_etcd_down_serves_snapshot(etcd: EtcdMember, tmp_path
             return code == 200 and "stale" not in body
 
         await until(fresh, 15, "the node fresh again once etcd is back")
+
+        async def registered() -> bool:
+            return {again.id, strict.id} <= {n["id"] for n in await nodes(etcd)}
+
+        # Started while etcd was down, the nodes register once it answers.
+        await until(registered, 10, "the nodes registered once etcd is back")
         assert "serving the last-good snapshot of revision" in again.process.text()
     finally:
         for p in procs:
