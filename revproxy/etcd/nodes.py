@@ -115,6 +115,7 @@ class NodeRegistration(Service):
     @param ready: called at start; registration begins once its Deferred
         fires (e.g. when the listening ports, which name the node, are
         bound).
+    @param written: called with the revision of each write of the record.
     @ivar registered: whether the record is in etcd under a live lease, as
         far as this node knows.
     @ivar reports: how many times the record was written.
@@ -132,6 +133,7 @@ class NodeRegistration(Service):
         ttl: int = 10,
         reportInterval: float = 0.2,
         ready: Callable[[], Deferred[Any]] | None = None,
+        written: Callable[[int], object] | None = None,
     ) -> None:
         self._leases = leases
         self.prefix = prefix
@@ -140,6 +142,7 @@ class NodeRegistration(Service):
         self.ttl = ttl
         self.reportInterval = reportInterval
         self._ready = ready
+        self._onWritten = written
         self.lease: int | None = None
         self.registered = False
         self.reports = 0
@@ -242,11 +245,13 @@ class NodeRegistration(Service):
             record = self._describe().toJSON()
             self._writing = True
             try:
-                await self._leases.putLeased(self.key, record, lease)
+                revision = await self._leases.putLeased(self.key, record, lease)
             finally:
                 self._writing = False
             if generation != self._generation:
                 return
+            if self._onWritten is not None:
+                self._onWritten(revision)
             self._written = record
             self._lastReport = self._clock.seconds()
             self.reports += 1
@@ -338,10 +343,12 @@ class NodeRegistration(Service):
         self._lastReport = self._clock.seconds()
         self._writing = True
 
-        def written(_: object) -> None:
+        def written(revision: int) -> None:
             self._writing = False
             if generation != self._generation:
                 return
+            if self._onWritten is not None:
+                self._onWritten(revision)
             self.reports += 1
             self._written = record
             if self._dirty:

@@ -209,6 +209,17 @@ class EtcdRouteSync(Service):
             )
         self._tellApplied(True)
 
+    def ownWrite(self, revision: int) -> None:
+        """
+        etcd applied a write of this node's own outside the route prefix
+        (its node record) at C{revision}.  If that is the revision right
+        after the applied one, no route changed in between, so the routes
+        applied are etcd's at C{revision} too: the applied revision moves
+        to it (the observers are not told: it changes no route).
+        """
+        if revision == self.revision + 1:
+            self.revision = revision
+
     @property
     def store(self) -> IRouteStore:
         """

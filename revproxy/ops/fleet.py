@@ -218,6 +218,7 @@ def fleetServices(
         ttl=options.get("node-ttl", 10),
         reportInterval=options.get("node-report-interval", 0.2),
         ready=ready,
+        written=sync.ownWrite,
     )
     sync.appliedObservers.append(lambda listed: registration.changed())
     registration.setServiceParent(root)

@@ -164,6 +164,20 @@ class RegistrationTests(SynchronousTestCase):
         n.clock.advance(0)
         self.assertEqual(n.record()["watch"], "down")  # type: ignore[index]
 
+    def test_writtenRevisionsTold(self) -> None:
+        """
+        The revision of each write of the record is handed to C{written}.
+        """
+        n = Node()
+        seen: list[int] = []
+        n.registration = NodeRegistration(n.store, PREFIX, n.describe, n.clock, written=seen.append)
+        n.registration.startService()
+        n.clock.advance(1)
+        n.revision = 4
+        n.registration.changed()
+        n.clock.advance(0)
+        self.assertEqual(seen, [n.store.revision - 1, n.store.revision])
+
     def test_stopRevokes(self) -> None:
         """
         Stopping revokes the lease (the record goes at once) and leaves no
