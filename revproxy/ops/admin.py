@@ -43,6 +43,7 @@ from revproxy.forward.reporting import RequestMetrics
 from revproxy.ops.listener import Listener
 from revproxy.ops.metrics import BUCKETS, ProxyMetrics
 from revproxy.routing.address import Upstream
+from revproxy.ops.statuspage import StatusPage
 from revproxy.ops.upstreams import explainRoute, healthMetrics, upstreamState
 from revproxy.routing.resolver import NoRouteTable, RouteResolver
 from revproxy.upstream.state import UpstreamStates
@@ -126,8 +127,6 @@ class AdminResource(Resource):
         metrics: ProxyMetrics | None = None,
     ) -> None:
         super().__init__()
-        from revproxy.ops.statuspage import StatusPage
-
         self._states = states
         self.fleet = fleet
         self.metrics = metrics

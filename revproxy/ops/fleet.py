@@ -28,7 +28,6 @@ from revproxy.etcd.nodes import (
     DEFAULT_NODES_PREFIX,
     NodeRecord,
     NodeRegistration,
-    parseNodeRecord,
 )
 from revproxy.forward.options import optionSeconds, optionValue
 from revproxy.ops.snapshot import RouteSnapshot
@@ -134,23 +133,6 @@ class Fleet:
         Whether the routes served are the snapshot's, etcd not read yet.
         """
         return self.snapshot is not None and self.snapshot.stale
-
-    def nodes(self) -> Deferred[list[NodeRecord]]:
-        """
-        The live nodes' records, read from etcd now.
-        """
-        prefix = self.registration.prefix.encode("utf-8")
-
-        def records(snapshot: Any) -> list[NodeRecord]:
-            out = []
-            for entry in snapshot.entries:
-                record = parseNodeRecord(entry.value)
-                if not isinstance(record, str):
-                    out.append(record)
-            return out
-
-        d: Deferred[Any] = self.store.getPrefix(prefix)
-        return d.addCallback(records)
 
 
 def fleetServices(
