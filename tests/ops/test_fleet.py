@@ -13,6 +13,8 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.ops.tempdirs import temporary
+
 from revproxy.ops.fleet import urlOfListener
 from revproxy.tap import Options, makeService
 
@@ -62,13 +64,13 @@ class OptionTests(SynchronousTestCase):
         is created if missing, and must be a directory.
         """
         with self.assertRaises(usage.UsageError) as e:
-            parse("--route", "a.com=127.0.0.1:80", "--state-dir", self.mktemp())
+            parse("--route", "a.com=127.0.0.1:80", "--state-dir", temporary(self))
         self.assertIn("--state-dir", str(e.exception))
-        path = Path(self.mktemp())
+        path = Path(temporary(self))
         o = parse(*ETCD, "--state-dir", str(path), "--ready-requires-etcd")
         self.assertTrue(path.is_dir())
         self.assertEqual(o["state-dir"], path.absolute())
-        file = Path(self.mktemp())
+        file = Path(temporary(self))
         file.write_text("")
         with self.assertRaises(usage.UsageError):
             parse(*ETCD, "--state-dir", str(file))
@@ -80,7 +82,7 @@ class WiringTests(SynchronousTestCase):
         With --etcd the tree has the node registration, and with
         --state-dir the snapshot; without etcd, neither.
         """
-        o = parse(*ETCD, "--state-dir", self.mktemp(), "--node-ttl", "4")
+        o = parse(*ETCD, "--state-dir", temporary(self), "--node-ttl", "4")
         root = makeService(o, reactor=MemoryReactorClock())
         registration = root.getServiceNamed("node-registration")  # type: ignore[attr-defined]
         self.assertEqual((registration.ttl, registration.prefix), (4, "/revproxy/nodes/"))

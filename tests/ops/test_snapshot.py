@@ -13,6 +13,8 @@ from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.ops.tempdirs import temporary
+
 from revproxy.etcd.memory import MemoryRouteStore
 from revproxy.etcd.sync import EtcdRouteSync
 from revproxy.ops.snapshot import FILENAME, RouteSnapshot, readSnapshot
@@ -41,7 +43,7 @@ class Node:
 
 class SnapshotTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.dir = Path(self.mktemp())
+        self.dir = Path(temporary(self))
         self.dir.mkdir()
         self.warnings: list[str] = []
 
