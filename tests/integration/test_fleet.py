@@ -33,7 +33,7 @@ from tests.integration.test_ctl import ctl
 from tests.integration.upstreams import HTTPClient, ProxyProcess, UpstreamServer, echo, request
 
 FAST = ["--etcd-backoff", "0.1", "--etcd-backoff-max", "0.5", "--etcd-timeout", "1",
-        "--node-ttl", "5", "--node-report-interval", "0.05", "--no-access-log"]
+        "--node-ttl", "8", "--node-report-interval", "0.05", "--no-access-log"]
 
 
 async def run(etcd: EtcdMember, *args: str) -> subprocess.CompletedProcess[str]:
@@ -167,7 +167,7 @@ async def test_wait_nodes_and_a_paused_node(etcd: EtcdMember, tmp_path: Path) ->
         async def twoLeft() -> bool:
             return sorted(n["id"] for n in await nodes(etcd)) == sorted([fleet[0].id, fleet[1].id])
 
-        await until(twoLeft, 15, "the killed node's record expiring with its lease")
+        await until(twoLeft, 20, "the killed node's record expiring with its lease")
     finally:
         for node in fleet:
             node.process.kill()
