@@ -233,6 +233,8 @@ class NodeRegistration(Service):
         return float(min(2.0, self.ttl / 3))
 
     def _register(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()  # a keepalive due: the new lease has its own
         self._timer = None
         self.registered = False
         generation = self._generation

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -136,6 +137,27 @@ class RegistrationTests(SynchronousTestCase):
         self.assertIsNotNone(n.record())
         self.assertNotEqual(n.registration.lease, first)
         self.assertEqual(n.registration.registrations, 2)
+
+    def test_lostLeaseOnReportRegistersOnce(self) -> None:
+        """
+        A report that finds the lease gone registers again, once: the
+        keepalive that was due meanwhile does not register a second time.
+        """
+        n = Node()
+        n.registration.startService()
+        n.clock.advance(1)
+        n.store.leases.pop(n.registration.lease)  # type: ignore[arg-type]
+        grants: list[Deferred[int]] = []
+        n.store.grantLease = lambda ttl: grants.append(Deferred()) or grants[-1]  # type: ignore[method-assign]
+        n.revision = 3
+        n.registration.changed()
+        n.clock.advance(0)
+        n.clock.advance(10)  # a keepalive was due at 3 s
+        self.assertEqual(len(grants), 1)
+        n.store.leases[4242] = (9, set())
+        grants[0].callback(4242)
+        self.assertEqual(n.registration.lease, 4242)
+        self.assertEqual(n.record()["revision"], 3)  # type: ignore[index]
 
     def test_unavailableRetries(self) -> None:
         """
