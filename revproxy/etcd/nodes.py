@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from twisted.application.service import Service
@@ -154,7 +154,8 @@ class NodeRegistration(Service):
         self._writing = False
         self._dirty = False
         self._lastReport = -1e9
-        self._written: bytes | None = None
+        #: the record last written, but for its revision (L{None}: unknown)
+        self._written: NodeRecord | None = None
         self._warned = False
 
     @property
@@ -244,17 +245,17 @@ class NodeRegistration(Service):
             if generation != self._generation:
                 return
             self.lease = lease
-            record = self._describe().toJSON()
+            described = self._describe()
             self._writing = True
             try:
-                revision = await self._leases.putLeased(self.key, record, lease)
+                revision = await self._leases.putLeased(self.key, described.toJSON(), lease)
             finally:
                 self._writing = False
             if generation != self._generation:
                 return
             if self._onWritten is not None:
                 self._onWritten(revision)
-            self._written = record
+            self._written = replace(described, revision=0)
             self._lastReport = self._clock.seconds()
             self.reports += 1
             self.registrations += 1
@@ -299,7 +300,11 @@ class NodeRegistration(Service):
                 self._lost("its lease expired")
                 return
             self._later(self.ttl / 3, self._keepAlive)
-            if self._describe().toJSON() != self._written:
+            # The revision is reported after each change; here only the rest
+            # (the watch state, the route count), or a report that failed.
+            # (Comparing the revision too would rewrite the record at every
+            # tick: the node's own write moves its applied revision.)
+            if replace(self._describe(), revision=0) != self._written:
                 self.changed()
 
         def failed(reason: Failure) -> None:
@@ -341,7 +346,8 @@ class NodeRegistration(Service):
             self._dirty = True
             return
         generation = self._generation
-        record = self._describe().toJSON()
+        described = self._describe()
+        record = described.toJSON()
         self._lastReport = self._clock.seconds()
         self._writing = True
 
@@ -352,7 +358,7 @@ class NodeRegistration(Service):
             if self._onWritten is not None:
                 self._onWritten(revision)
             self.reports += 1
-            self._written = record
+            self._written = replace(described, revision=0)
             if self._dirty:
                 self._dirty = False
                 self.changed()

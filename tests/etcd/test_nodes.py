@@ -200,6 +200,24 @@ class RegistrationTests(SynchronousTestCase):
         n.clock.advance(0)
         self.assertEqual(seen, [n.store.revision - 1, n.store.revision])
 
+    def test_ownWriteDoesNotLoop(self) -> None:
+        """
+        A quiet node does not rewrite its record at every keepalive though
+        its own write moves its applied revision (as the route sync does).
+        """
+        n = Node()
+
+        def written(revision: int) -> None:
+            n.revision = revision
+
+        n.registration = NodeRegistration(n.store, PREFIX, n.describe, n.clock, ttl=9, written=written)
+        n.registration.startService()
+        n.clock.advance(0)
+        before = n.store.revision
+        for _ in range(10):
+            n.clock.advance(3)
+        self.assertEqual(n.store.revision, before)
+
     def test_stopRevokes(self) -> None:
         """
         Stopping revokes the lease (the record goes at once) and leaves no
