@@ -33,6 +33,7 @@ from revproxy.forward.options import (
     optionValue,
 )
 from revproxy.ops.accesslog import AccessLogger
+from revproxy.ops.fleet import FLEET_FLAGS, FLEET_PARAMETERS, checkFleetOptions
 from revproxy.routing.balancing import POLICIES, policyNamed
 from revproxy.ops.drain import DrainService
 from revproxy.ops.logs import LOG_FORMATS, JSONLogging
@@ -168,6 +169,7 @@ class Options(usage.Options):
     optFlags = [
         ["no-access-log", None, "Do not log one line per request."],
         *HEALTH_FLAGS,
+        *FLEET_FLAGS,
     ]
 
     optParameters = [
@@ -196,6 +198,7 @@ class Options(usage.Options):
         ["ready-grace", None, "30", "Seconds /readyz stays 200 after the etcd watch is lost."],
         *HEALTH_PARAMETERS,
         *SERVER_PARAMETERS,
+        *FLEET_PARAMETERS,
     ]
 
     def __init__(self) -> None:
@@ -320,6 +323,7 @@ class Options(usage.Options):
             )
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
+        checkFleetOptions(self)
 
 
 def _etcdServices(options: Options | dict[str, Any], resolver: RouteResolver,
@@ -457,10 +461,15 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
     HangupService(reactor, reloaders).setServiceParent(root)
     for description in options["listen"]:
         Listener(description, site, reactor).setServiceParent(root)
+    fleet = None
+    if options["etcd"]:
+        from revproxy.ops.fleet import fleetServices
+
+        fleet = fleetServices(options, root, resolver, sync, reactor)
     if options["admin"]:
         from revproxy.ops.admin import adminListener
 
         adminListener(
-            options, resource, resolver, pool, sync, reactor, checker
+            options, resource, resolver, pool, sync, reactor, checker, fleet
         ).setServiceParent(root)
     return root
