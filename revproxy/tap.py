@@ -33,6 +33,7 @@ from revproxy.forward.options import (
     optionValue,
 )
 from revproxy.ops.accesslog import AccessLogger
+from revproxy.ops.fleet import FLEET_FLAGS, FLEET_PARAMETERS, checkFleetOptions
 from revproxy.routing.balancing import POLICIES, policyNamed
 from revproxy.ops.drain import DrainService
 from revproxy.ops.logs import LOG_FORMATS, JSONLogging
@@ -52,6 +53,7 @@ from revproxy.routing import (
     parseRoute,
     parseUpstream,
 )
+from revproxy.http.options import SERVER_PARAMETERS, checkServerOptions, serverLimits
 from revproxy.http.server import ProxySite
 from revproxy.upstream.health import HealthChecker, HealthSettings
 from revproxy.upstream.pool import UpstreamPool
@@ -167,6 +169,7 @@ class Options(usage.Options):
     optFlags = [
         ["no-access-log", None, "Do not log one line per request."],
         *HEALTH_FLAGS,
+        *FLEET_FLAGS,
     ]
 
     optParameters = [
@@ -195,6 +198,8 @@ class Options(usage.Options):
         ["ready-grace", None, "30", "Seconds /readyz stays 200 after the etcd watch is lost."],
         ["workers", None, "1", "Worker processes serving the listeners, or 'auto' for one per CPU; above 1, a parent supervises them."],
         *HEALTH_PARAMETERS,
+        *SERVER_PARAMETERS,
+        *FLEET_PARAMETERS,
     ]
 
     def __init__(self) -> None:
@@ -282,6 +287,7 @@ class Options(usage.Options):
         )
         self["pool-size"] = optionCount("--pool-size", self["pool-size"])
         checkHealthOptions(self)
+        checkServerOptions(self)
         if self["admin"] is not None:
             _checkEndpoint("--admin", self["admin"])
         self["upstream-trust"] = (
@@ -319,12 +325,10 @@ class Options(usage.Options):
             )
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
-        from revproxy.ops.workers import parseListen, parseWorkers
+        checkFleetOptions(self)
+        from revproxy.ops.workers import checkWorkerOptions
 
-        self["workers"] = parseWorkers(str(self["workers"]))
-        if self["workers"] > 1:
-            for description in self["listen"]:
-                parseListen(description)
+        checkWorkerOptions(self)
 
 
 def _etcdServices(options: Options | dict[str, Any], resolver: RouteResolver,
@@ -462,20 +466,25 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         hashKey=options.get("hash-key-function"),
         tunnels=tunnels,
     )
-    site = ProxySite(resource, reactor=reactor)
+    site = resource.site = ProxySite(resource, reactor=reactor, limits=serverLimits(options))
     site.timeOut = options["idle-timeout"]
     DrainService(resource, site, reactor, options["drain-timeout"]).setServiceParent(root)
     reloaders.append(reopenLogFiles(lambda: logFilesOf(globalLogPublisher)))
     HangupService(reactor, reloaders).setServiceParent(root)
     for listener in (
-        workers.workerListeners(worker, site, reactor) if worker is not None
+        workers.workerListeners(worker, options, site, reactor) if worker is not None
         else [Listener(d, site, reactor) for d in options["listen"]]
     ):
         listener.setServiceParent(root)
+    fleet = None
+    if options["etcd"]:
+        from revproxy.ops.fleet import fleetServices
+
+        fleet = fleetServices(options, root, resolver, sync, reactor)
     if options["admin"]:
         from revproxy.ops.admin import adminListener
 
         adminListener(
-            options, resource, resolver, pool, sync, reactor, checker
+            options, resource, resolver, pool, sync, reactor, checker, fleet
         ).setServiceParent(root)
     return root

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -92,6 +92,19 @@ def parseWorkers(text: str) -> int:
             f"--workers: {text!r} is not a number of workers from 1 to 256, or auto"
         )
     return int(text)
+
+
+def checkWorkerOptions(options: Any) -> None:
+    """
+    Check C{--workers} (a number, or C{auto}) and, above 1, that every
+    listener can be shared.
+
+    @raise usage.UsageError: in one line.
+    """
+    options["workers"] = parseWorkers(str(options["workers"]))
+    if options["workers"] > 1:
+        for description in options["listen"]:
+            parseListen(description)
 
 
 @dataclass(frozen=True)
@@ -196,8 +209,11 @@ def workerOptions(options: Mapping[str, Any], worker: WorkerEnvironment) -> dict
     like any etcd), and its log format left to L{workerLogObserver}.
     """
     _dieWithParent(worker.parentPid)
+    nodeId = options.get("node-id")
     return {
         **options,
+        # Each worker is a node of the fleet (it applies routes on its own).
+        "node-id": None if nodeId is None else f"{nodeId}-w{worker.number}",
         "log-format": "text",
         "admin": f"unix:{worker.adminSocket}:mode=600",
         "embedded-etcd": None,
@@ -226,8 +242,11 @@ class AdoptedListener(Service):
     C{SO_REUSEPORT} to the same address instead.
     """
 
-    def __init__(self, fd: int, factory: Any, reactor: Any, reusePort: bool = False) -> None:
-        self.setName(f"listen fd {fd}")
+    def __init__(self, fd: int, factory: Any, reactor: Any, reusePort: bool = False,
+                 description: str | None = None) -> None:
+        # Named as a Listener of the same description is (the fleet's
+        # registration finds the first listener by that name).
+        self.setName(f"listen {description if description is not None else f'fd {fd}'}")
         self._fd = fd
         self._factory = factory
         self._reactor = reactor
@@ -255,6 +274,12 @@ class AdoptedListener(Service):
         if own is not None:
             own.close()
 
+    def whenListening(self) -> Deferred[Any]:
+        """
+        A Deferred that fires with the listening port (adopted at start).
+        """
+        return succeed(self._port)
+
     def stopService(self) -> Deferred[None] | None:
         super().stopService()
         port, self._port = self._port, None
@@ -263,11 +288,17 @@ class AdoptedListener(Service):
         return None
 
 
-def workerListeners(worker: WorkerEnvironment, factory: Any, reactor: Any) -> list[Service]:
+def workerListeners(
+    worker: WorkerEnvironment, options: Mapping[str, Any], factory: Any, reactor: Any
+) -> list[Service]:
     """
-    The listeners of a worker: one per descriptor its parent passed.
+    The listeners of a worker: one per descriptor its parent passed, in
+    the order of C{--listen}.
     """
-    return [AdoptedListener(fd, factory, reactor, worker.reusePort) for fd in worker.fds]
+    return [
+        AdoptedListener(fd, factory, reactor, worker.reusePort, description)
+        for fd, description in zip(worker.fds, options["listen"])
+    ]
 
 
 def socketMode(environ: Mapping[str, str] = os.environ) -> str:

@@ -307,6 +307,18 @@ async def test_etcd_change_reaches_every_worker_within_a_second(
         codes = [(await _get(w.port)).code for _ in range(6)]
         assert codes == [200] * 6
         print(f"etcd change on every worker after {elapsed:.3f}s")
+        # Each worker applies routes on its own: each is a node of the fleet.
+        from tests.integration.test_operator import _revproxyctl
+
+        port = int(etcd.url.rsplit(":", 1)[1])
+        deadline = time.monotonic() + 10
+        while True:
+            nodes = await deferToThread(_revproxyctl, port, "nodes", "--json")
+            assert nodes.returncode == 0, nodes.stderr
+            if len(json.loads(nodes.stdout)) == 3 or time.monotonic() > deadline:
+                break
+            await deferLater(reactor, 0.2, lambda: None)
+        assert len(json.loads(nodes.stdout)) == 3, nodes.stdout
     finally:
         w.stop()
 
