@@ -454,4 +454,3 @@ def startProxy(args: list[str], outputDir: Path, timeout: float = 30.0) -> Proxy
         time.sleep(0.05)
     tail = "\n".join(process.text().splitlines()[-5:])
     return ProxyUnderTest(process, 0, f"twistd revproxy {' '.join(args)} did not start:\n{tail}")
-
