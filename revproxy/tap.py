@@ -33,6 +33,7 @@ from revproxy.forward.options import (
     optionValue,
 )
 from revproxy.ops.accesslog import AccessLogger
+from revproxy.ops.fleet import FLEET_FLAGS, FLEET_PARAMETERS, checkFleetOptions
 from revproxy.routing.balancing import POLICIES, policyNamed
 from revproxy.ops.drain import DrainService
 from revproxy.ops.logs import LOG_FORMATS, JSONLogging
@@ -52,6 +53,7 @@ from revproxy.routing import (
     parseRoute,
     parseUpstream,
 )
+from revproxy.http.options import SERVER_PARAMETERS, checkServerOptions, serverLimits
 from revproxy.http.server import ProxySite
 from revproxy.upstream.health import HealthChecker, HealthSettings
 from revproxy.upstream.pool import UpstreamPool
@@ -167,6 +169,7 @@ class Options(usage.Options):
     optFlags = [
         ["no-access-log", None, "Do not log one line per request."],
         *HEALTH_FLAGS,
+        *FLEET_FLAGS,
     ]
 
     optParameters = [
@@ -194,6 +197,8 @@ class Options(usage.Options):
         ["admin", None, None, "Serve /healthz, /readyz, /routes and /metrics on this strports ENDPOINT, e.g. tcp:9901:interface=127.0.0.1."],
         ["ready-grace", None, "30", "Seconds /readyz stays 200 after the etcd watch is lost."],
         *HEALTH_PARAMETERS,
+        *SERVER_PARAMETERS,
+        *FLEET_PARAMETERS,
     ]
 
     def __init__(self) -> None:
@@ -280,6 +285,7 @@ class Options(usage.Options):
         )
         self["pool-size"] = optionCount("--pool-size", self["pool-size"])
         checkHealthOptions(self)
+        checkServerOptions(self)
         if self["admin"] is not None:
             _checkEndpoint("--admin", self["admin"])
         self["upstream-trust"] = (
@@ -317,6 +323,7 @@ class Options(usage.Options):
             )
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
+        checkFleetOptions(self)
 
 
 def _etcdServices(options: Options | dict[str, Any], resolver: RouteResolver,
@@ -447,17 +454,22 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         hashKey=options.get("hash-key-function"),
         tunnels=tunnels,
     )
-    site = ProxySite(resource, reactor=reactor)
+    site = resource.site = ProxySite(resource, reactor=reactor, limits=serverLimits(options))
     site.timeOut = options["idle-timeout"]
     DrainService(resource, site, reactor, options["drain-timeout"]).setServiceParent(root)
     reloaders.append(reopenLogFiles(lambda: logFilesOf(globalLogPublisher)))
     HangupService(reactor, reloaders).setServiceParent(root)
     for description in options["listen"]:
         Listener(description, site, reactor).setServiceParent(root)
+    fleet = None
+    if options["etcd"]:
+        from revproxy.ops.fleet import fleetServices
+
+        fleet = fleetServices(options, root, resolver, sync, reactor)
     if options["admin"]:
         from revproxy.ops.admin import adminListener
 
         adminListener(
-            options, resource, resolver, pool, sync, reactor, checker
+            options, resource, resolver, pool, sync, reactor, checker, fleet
         ).setServiceParent(root)
     return root
