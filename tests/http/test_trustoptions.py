@@ -72,3 +72,16 @@ class TrustOptionsTests(SynchronousTestCase):
         message = str(cm.exception)
         self.assertTrue(message.startswith("--trusted-proxies: '10.0.0.0/40'"), message)
         self.assertNotIn("\n", message)
+
+    def test_documented(self) -> None:
+        """
+        Every forwarding option, and --access-log, is documented in the
+        README.
+        """
+        from pathlib import Path
+
+        from revproxy.http.trustoptions import TRUST_FLAGS, TRUST_PARAMETERS
+
+        readme = (Path(__file__).resolve().parents[2] / "README.rst").read_text()
+        for option in [*TRUST_FLAGS, *TRUST_PARAMETERS, ["access-log"]]:
+            self.assertIn(f"``--{option[0]}", readme)
