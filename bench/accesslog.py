@@ -12,17 +12,19 @@ smaller than a real request's and the shares are upper bounds), with:
 
 and the cost of the log call alone for each.  Run from the checkout:
 
-    python bench/accesslog.py [--requests 20000]
+    python bench/accesslog.py [--requests 5000] [--repeat 11]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -32,7 +34,7 @@ from twisted.logger import Logger, LogPublisher, textFileLogObserver  # noqa: E4
 
 from revproxy.forward.resource import RoutingProxyResource  # noqa: E402
 from revproxy.http.server import ProxySite  # noqa: E402
-from revproxy.ops.accesslog import AccessLogger  # noqa: E402
+from revproxy.ops.accesslog import AccessLogger, renderLine  # noqa: E402
 from revproxy.ops.logwriter import LineWriter  # noqa: E402
 from revproxy.routing import RouteTable, parseUpstream  # noqa: E402
 from revproxy.routing.resolver import RouteResolver  # noqa: E402
@@ -58,7 +60,7 @@ def accessLogger(kind: str, reactor: MemoryReactorClock, tmp: str) -> tuple[obje
         publisher = LogPublisher(textFileLogObserver(out))
         return AccessLogger(reactor, Logger(namespace="revproxy.access", observer=publisher)), out
     path = os.path.join(tmp, f"{kind}.log")
-    writer = LineWriter(reactor, lambda: open(path, "ab"), path)  # noqa: SIM115
+    writer = LineWriter(reactor, lambda: open(path, "ab"), path, render=renderLine)  # noqa: SIM115
     writer.startService()
     return AccessLogger(reactor, writer=writer, asJSON=kind == "json"), writer
 
@@ -125,27 +127,39 @@ def perCall(kind: str, n: int, tmp: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.add_argument("--requests", type=int, default=20000)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--requests", type=int, default=5000)
+    parser.add_argument("--repeat", type=int, default=11)
     args = parser.parse_args()
+    kinds = ("writer", "json", "logging")
     with tempfile.TemporaryDirectory() as tmp:
-        rows = {}
-        for kind in ("off", "writer", "json", "logging"):
-            req = sorted(perRequest(kind, args.requests, tmp) for _ in range(args.repeat))
-            call = (
-                sorted(perCall(kind, args.requests, tmp) for _ in range(args.repeat))
-                if kind != "off" else [0.0]
-            )
-            rows[kind] = (req[len(req) // 2], call[len(call) // 2])
-        base = rows["off"][0]
-        print(f"{'access log':<10} {'us/request':>11} {'vs off':>8} {'log call us':>12}"
-              f" {'share':>7}")
-        for kind, (req, call) in rows.items():
-            print(f"{kind:<10} {req:>11.2f} {req - base:>+8.2f} {call:>12.2f}"
-                  f" {100 * (req - base) / req:>6.1f}%")
-        print(f"(medians of {args.repeat} runs of {args.requests} requests; share = "
-              "extra CPU of the log / CPU of a request with it)")
-
+        # Each kind is measured in pairs with "off", in alternating order,
+        # each run after a full collection: the figure is the median of the
+        # paired differences, which cancels the drift of a busy machine.
+        off: list[float] = []
+        runs: dict[str, list[float]] = {k: [] for k in kinds}
+        deltas: dict[str, list[float]] = {k: [] for k in kinds}
+        calls: dict[str, list[float]] = {k: [] for k in kinds}
+        for r in range(args.repeat):
+            for kind in kinds:
+                pair = {}
+                for which in (("off", kind) if r % 2 else (kind, "off")):
+                    gc.collect()
+                    pair[which] = perRequest(which, args.requests, tmp)
+                off.append(pair["off"])
+                runs[kind].append(pair[kind])
+                deltas[kind].append(pair[kind] - pair["off"])
+                gc.collect()
+                calls[kind].append(perCall(kind, args.requests, tmp))
+        base = median(off)
+        print(f"{'access log':<10} {'us/request':>11} {'vs off':>8} {'share':>7} {'log call us':>12}")
+        print(f"{'off':<10} {base:>11.2f}")
+        for kind in kinds:
+            delta = median(deltas[kind])
+            print(f"{kind:<10} {median(runs[kind]):>11.2f} {delta:>+8.2f} "
+                  f"{100 * delta / (base + delta):>6.1f}% {min(calls[kind]):>12.2f}")
+        print(f"(medians of {args.repeat} rounds of {args.requests} requests; 'vs off' is the "
+              "median of paired differences; share = that / a request's CPU with the log; "
+              "log call alone: the fastest run)")
 
 if __name__ == "__main__":
     main()

@@ -35,7 +35,7 @@ from revproxy.ops.logwriter import THROUGH_LOGGING, LineWriter, openLineWriter
 from revproxy.ops.signals import Reloader
 from revproxy.routing import Upstream
 
-__all__ = ["AccessLogger", "accessLoggerFor"]
+__all__ = ["AccessLogger", "accessLoggerFor", "renderLine"]
 
 ACCESS_FORMAT = (
     '{client} - - [{timestamp}] "{method} {uri} {protocol}" {status} {size} '
@@ -44,6 +44,8 @@ ACCESS_FORMAT = (
 )
 
 TUNNEL_FORMAT = ACCESS_FORMAT + " tunnel_bytes_in={bytes_in} tunnel_bytes_out={bytes_out}"
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 _PLAIN = bytes(c for c in range(0x20, 0x7F) if c not in b'"\\')
 
@@ -70,6 +72,26 @@ def _quote(value: bytes | None) -> str:
     return value.decode("ascii")
 
 
+def renderLine(
+    item: tuple[
+        str, str, bytes, bytes, bytes, int, int, bytes | None, bytes | None,
+        Upstream | None, float, bytes | None,
+    ],
+) -> str:
+    """
+    The text line, with its newline, of what L{AccessLogger} keeps of a
+    request: the same line as L{ACCESS_FORMAT} renders.
+    """
+    (client, stamp, method, uri, protocol, status, size, referer, agent,
+     upstream, duration, rid) = item
+    return (
+        f'{client} - - [{stamp}] "{_quote(method)} {_quote(uri)} '
+        f'{_quote(protocol)}" {status} {size} "{_quote(referer)}" '
+        f'"{_quote(agent)}" upstream={upstream if upstream is not None else "-"} '
+        f"duration={duration:.6f} request_id={rid.decode('ascii') if rid else '-'}\n"
+    )
+
+
 class AccessLogger:
     """
     Logs each finished request: an L{revproxy.forward.reporting.AccessLog};
@@ -92,6 +114,8 @@ class AccessLogger:
         self._json = asJSON
         self._second = -1
         self._stamp = ""
+        self._isoSecond = -1
+        self._isoStamp = ""
 
     def _timestamp(self) -> str:
         now = int(self._clock.seconds())
@@ -99,6 +123,21 @@ class AccessLogger:
             self._second = now
             self._stamp = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now))
         return self._stamp
+
+    def _isoTime(self) -> str:
+        """
+        Now in ISO 8601 with microseconds, UTC, as the JSON logs write it;
+        the date and time of day are formatted once a second.
+        """
+        now = self._clock.seconds()
+        second = int(now)
+        if second != self._isoSecond:
+            self._isoSecond = second
+            self._isoStamp = datetime.fromtimestamp(second, timezone.utc).strftime(
+                "%Y-%m-%dT%H:%M:%S"
+            )
+        micro = min(int(round((now - second) * 1e6)), 999999)
+        return f"{self._isoStamp}.{micro:06d}+00:00"
 
     def __call__(
         self,
@@ -109,37 +148,29 @@ class AccessLogger:
     ) -> None:
         writer = self._writer
         if writer is not None and not self._json:
-            writer.write(self._line(request, status, upstream, duration))
+            # What the line needs, kept as it is: the writer formats its
+            # lines in a batch (L{renderLine}), off the per-request path.
+            headers = request.requestHeaders
+            referer = headers.getRawHeaders(b"referer")
+            agent = headers.getRawHeaders(b"user-agent")
+            writer.write((
+                getattr(request.getClientAddress(), "host", "-"),
+                self._timestamp(),
+                request.method,
+                request.uri,
+                request.clientproto,
+                status,
+                request.sentLength,
+                referer[-1] if referer else None,
+                agent[-1] if agent else None,
+                upstream,
+                duration,
+                getattr(request, "requestId", None),
+            ))
             return
         self._emit(
             ACCESS_FORMAT,
             self._fields(request, status, request.sentLength, upstream, duration),
-        )
-
-    def _line(
-        self,
-        request: Request,
-        status: int,
-        upstream: Upstream | None,
-        duration: float,
-    ) -> str:
-        """
-        The text line of a request, with its newline: the fast path, the
-        same line as L{ACCESS_FORMAT} renders.
-        """
-        headers = request.requestHeaders
-        referer = headers.getRawHeaders(b"referer")
-        agent = headers.getRawHeaders(b"user-agent")
-        rid = getattr(request, "requestId", None)
-        return (
-            f"{getattr(request.getClientAddress(), 'host', '-')} - - "
-            f'[{self._timestamp()}] "{_quote(request.method)} '
-            f'{_quote(request.uri)} {_quote(request.clientproto)}" {status} '
-            f'{request.sentLength} "{_quote(referer[-1] if referer else None)}" '
-            f'"{_quote(agent[-1] if agent else None)}" '
-            f"upstream={upstream if upstream is not None else '-'} "
-            f"duration={duration:.6f} "
-            f"request_id={rid.decode('ascii') if rid else '-'}\n"
         )
 
     def tunnelEnded(
@@ -207,14 +238,13 @@ class AccessLogger:
             writer.write(line + "\n")
         else:
             record: dict[str, object] = {
-                "time": datetime.fromtimestamp(self._clock.seconds(), timezone.utc)
-                .isoformat(timespec="microseconds"),
+                "time": self._isoTime(),
                 "level": "info",
                 "namespace": "revproxy.access",
                 "text": line,
             }
             record.update(fields)
-            writer.write(json.dumps(record, separators=(",", ":")) + "\n")
+            writer.write(_ENCODER.encode(record) + "\n")
 
 
 def accessLoggerFor(
@@ -235,7 +265,7 @@ def accessLoggerFor(
         return None
     if destination == THROUGH_LOGGING:
         return AccessLogger(reactor)
-    writer = openLineWriter(reactor, destination)
+    writer = openLineWriter(reactor, destination, renderLine)
     writer.setServiceParent(root)
     reloaders.append(writer.reopen)
     return AccessLogger(reactor, writer=writer, asJSON=options.get("log-format") == "json")

@@ -57,6 +57,8 @@ THROUGH_LOGGING = "twistd"
 
 FLUSH_SIZE = 64 * 1024
 FLUSH_DELAY = 1.0
+ITEM_SIZE = 200
+"""The characters an item to render is counted as, about an access line."""
 
 
 class StandardOutput:
@@ -91,8 +93,8 @@ class StandardOutput:
 
 class LineWriter(Service):
     """
-    Lines to a file, buffered: written in one go when C{flushSize}
-    characters are held, C{flushDelay} seconds after the first line held,
+    Lines to a file, buffered: rendered (see L{write}) and written in one
+    go when C{flushSize} characters are held, C{flushDelay} seconds after the first line held,
     on L{reopen} and when the service stops; once stopped, at once.
 
     @ivar path: the file, or C{"-"} for standard output.
@@ -107,6 +109,7 @@ class LineWriter(Service):
         path: str,
         flushSize: int = FLUSH_SIZE,
         flushDelay: float = FLUSH_DELAY,
+        render: Callable[[Any], str] | None = None,
     ) -> None:
         self._clock = clock
         self._opener = opener
@@ -114,18 +117,22 @@ class LineWriter(Service):
         self.flushSize = flushSize
         self.flushDelay = flushDelay
         self._out = opener()
-        self._lines: list[str] = []
+        self.render = render
+        self._lines: list[Any] = []
         self._size = 0
         self._timer: IDelayedCall | None = None
         self._lastError = ""
         self._stopped = False
 
-    def write(self, line: str) -> None:
+    def write(self, line: Any) -> None:
         """
-        Hold C{line} (which ends with a newline) for the next flush.
+        Hold C{line} for the next flush: a line ending with a newline, or
+        anything else that L{render} makes into one when the lines are
+        written (so that the work of formatting is done in a batch, off
+        the per-request path; counted as L{ITEM_SIZE} characters).
         """
         self._lines.append(line)
-        self._size += len(line)
+        self._size += len(line) if line.__class__ is str else ITEM_SIZE
         if self._size >= self.flushSize or self._stopped:
             self.flush()
         elif self._timer is None:
@@ -145,10 +152,13 @@ class LineWriter(Service):
             timer.cancel()
         if not self._lines:
             return
-        data = "".join(self._lines).encode("utf-8")
-        self._lines = []
+        lines, self._lines = self._lines, []
         self._size = 0
+        render = self.render
         try:
+            if render is not None:
+                lines = [x if x.__class__ is str else render(x) for x in lines]
+            data = "".join(lines).encode("utf-8")
             self._out.write(data)
             self._out.flush()
         except Exception as e:  # OSError, ValueError on a closed file...
@@ -186,15 +196,19 @@ class LineWriter(Service):
         self.flush()
 
 
-def openLineWriter(clock: IReactorTime, destination: str) -> LineWriter:
+def openLineWriter(
+    clock: IReactorTime, destination: str, render: Callable[[Any], str] | None = None
+) -> LineWriter:
     """
-    A L{LineWriter} to C{destination}: C{"-"} for standard output, else the
-    path of a file to append to.
+    A L{LineWriter} to C{destination} (C{"-"} for standard output, else the
+    path of a file to append to), its items rendered by C{render}.
     """
     if destination == "-":
         out = StandardOutput()
-        return LineWriter(clock, lambda: out, "-")
-    return LineWriter(clock, lambda: open(destination, "ab"), destination)  # noqa: SIM115
+        return LineWriter(clock, lambda: out, "-", render=render)
+    return LineWriter(
+        clock, lambda: open(destination, "ab"), destination, render=render  # noqa: SIM115
+    )
 
 
 def _twistdLogsToStdout(parent: Any) -> bool:

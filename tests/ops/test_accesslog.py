@@ -13,7 +13,8 @@ from twisted.logger import Logger, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
-from revproxy.ops.accesslog import AccessLogger
+from revproxy.ops.accesslog import AccessLogger, renderLine
+from revproxy.ops.logs import _isoTime as isoTime
 from revproxy.ops.logwriter import LineWriter
 from revproxy.routing import Upstream
 
@@ -115,7 +116,7 @@ class WriterTests(SynchronousTestCase):
         clock = Clock()
         clock.advance(86400 * 365)
         sink = _Sink()
-        writer = LineWriter(clock, lambda: sink, "test")
+        writer = LineWriter(clock, lambda: sink, "test", render=renderLine)
         writer.startService()
         return AccessLogger(clock, writer=writer, asJSON=asJSON), clock, sink, writer
 
@@ -161,6 +162,7 @@ class WriterTests(SynchronousTestCase):
         text and the named fields, request_id among them.
         """
         logger, clock, sink, writer = self._logger(asJSON=True)
+        clock.advance(0.25)
         logger(_request(), 404, None, 0.5)
         logger.tunnelEnded(_request(), Upstream("http", "10.0.0.1", 80), 2.0, 3, 4)
         writer.flush()
@@ -172,6 +174,8 @@ class WriterTests(SynchronousTestCase):
              "method": "GET", "uri": "/a", "status": 404, "size": 5, "upstream": "-",
              "duration": 0.5, "request_id": "00ff00ff00ff00ff"},
         )
-        self.assertTrue(first["time"].startswith("1971-01-01T00:00:00"))
+        # The time as the JSON logs write it.
+        self.assertEqual(first["time"], "1971-01-01T00:00:00.250000+00:00")
+        self.assertEqual(first["time"], isoTime(86400 * 365 + 0.25))
         self.assertIn('"GET /a HTTP/1.1" 404 5', first["text"])
         self.assertEqual((second["status"], second["bytes_in"], second["bytes_out"]), (101, 3, 4))

@@ -114,6 +114,22 @@ class LineWriterTests(SynchronousTestCase):
         writer.flush()
         self.assertEqual(len(events), 2)
 
+    def test_rendered(self) -> None:
+        """
+        Items other than lines are rendered when written, in order with
+        the lines, each counted as an access line's size.
+        """
+        writer, clock, out = self._writer(render=lambda x: f"item {x}\n", flushSize=1000)
+        writer.write(("a", 1))
+        writer.write("line\n")
+        writer.write(7)
+        self.assertEqual(out.getvalue(), b"")
+        writer.flush()
+        self.assertEqual(out.getvalue(), b"item ('a', 1)\nline\nitem 7\n")
+        for i in range(5):
+            writer.write(i)
+        self.assertEqual(out.getvalue().count(b"\n"), 3 + 5)
+
     def test_reopen(self) -> None:
         """
         Reopening writes what is held to the old file, then appends to the
