@@ -4,8 +4,10 @@ The access log: one line per request, in combined log format with the
 upstream, the duration and the request id, built once per request.
 
 By default the line goes straight to a L{revproxy.ops.logwriter.LineWriter}
-(buffered, written by size and time), as text or, with C{--log-format
-json}, as a JSON object with the same keys as the JSON logs' events.
+(buffered, written by size and time): as text, the request's fields are
+kept as they are and the line formatted in a batch when the writer
+flushes (L{renderLine}); with C{--log-format json}, as a JSON object with
+the same keys as the JSON logs' events.
 Without a writer it goes through L{twisted.logger} as an event (twistd's
 C{--logfile}, C{--syslog}): its format is the line with its braces
 escaped, so an observer renders it without formatting fields, and the
