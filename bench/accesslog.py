@@ -34,7 +34,7 @@ from twisted.logger import Logger, LogPublisher, textFileLogObserver  # noqa: E4
 
 from revproxy.forward.resource import RoutingProxyResource  # noqa: E402
 from revproxy.http.server import ProxySite  # noqa: E402
-from revproxy.ops.accesslog import AccessLogger, renderLine  # noqa: E402
+from revproxy.ops.accesslog import AccessLogger, renderJSON, renderLine  # noqa: E402
 from revproxy.ops.logwriter import LineWriter  # noqa: E402
 from revproxy.routing import RouteTable, parseUpstream  # noqa: E402
 from revproxy.routing.resolver import RouteResolver  # noqa: E402
@@ -60,7 +60,8 @@ def accessLogger(kind: str, reactor: MemoryReactorClock, tmp: str) -> tuple[obje
         publisher = LogPublisher(textFileLogObserver(out))
         return AccessLogger(reactor, Logger(namespace="revproxy.access", observer=publisher)), out
     path = os.path.join(tmp, f"{kind}.log")
-    writer = LineWriter(reactor, lambda: open(path, "ab"), path, render=renderLine)  # noqa: SIM115
+    render = renderJSON if kind == "json" else renderLine
+    writer = LineWriter(reactor, lambda: open(path, "ab"), path, render=render)  # noqa: SIM115
     writer.startService()
     return AccessLogger(reactor, writer=writer, asJSON=kind == "json"), writer
 

@@ -37,7 +37,7 @@ from revproxy.ops.logwriter import THROUGH_LOGGING, LineWriter, openLineWriter
 from revproxy.ops.signals import Reloader
 from revproxy.routing import Upstream
 
-__all__ = ["AccessLogger", "accessLoggerFor", "renderLine"]
+__all__ = ["AccessLogger", "accessLoggerFor", "isoTime", "renderJSON", "renderLine"]
 
 ACCESS_FORMAT = (
     '{client} - - [{timestamp}] "{method} {uri} {protocol}" {status} {size} '
@@ -75,17 +75,14 @@ def _quote(value: bytes | None) -> str:
 
 
 def renderLine(
-    item: tuple[
-        str, str, bytes, bytes, bytes, int, int, bytes | None, bytes | None,
-        Upstream | None, float, bytes | None,
-    ],
+    item: tuple[Any, ...],
 ) -> str:
     """
     The text line, with its newline, of what L{AccessLogger} keeps of a
     request: the same line as L{ACCESS_FORMAT} renders.
     """
     (client, stamp, method, uri, protocol, status, size, referer, agent,
-     upstream, duration, rid) = item
+     upstream, duration, rid, now) = item
     return (
         f'{client} - - [{stamp}] "{_quote(method)} {_quote(uri)} '
         f'{_quote(protocol)}" {status} {size} "{_quote(referer)}" '
@@ -94,13 +91,68 @@ def renderLine(
     )
 
 
+_isoCache: list[Any] = [-1, ""]
+
+
+def isoTime(now: float) -> str:
+    """
+    C{now} in ISO 8601 with microseconds, UTC, as the JSON logs write it;
+    the date and time of day are formatted once a second.
+    """
+    second = int(now)
+    if second != _isoCache[0]:
+        _isoCache[0] = second
+        _isoCache[1] = datetime.fromtimestamp(second, timezone.utc).strftime(
+            "%Y-%m-%dT%H:%M:%S"
+        )
+    micro = min(int(round((now - second) * 1e6)), 999999)
+    return f"{_isoCache[1]}.{micro:06d}+00:00"
+
+
+def _jsonLine(now: float, line: str, fields: dict[str, object]) -> str:
+    record: dict[str, object] = {
+        "time": isoTime(now),
+        "level": "info",
+        "namespace": "revproxy.access",
+        "text": line,
+    }
+    record.update(fields)
+    return _ENCODER.encode(record) + "\n"
+
+
+def renderJSON(item: tuple[Any, ...]) -> str:
+    """
+    The JSON line of what L{AccessLogger} keeps of a request: C{time},
+    C{level}, C{namespace}, C{text} (the text line) and the named fields,
+    as L{revproxy.ops.logs.eventAsJSONLine} writes an access event.
+    """
+    (client, stamp, method, uri, protocol, status, size, referer, agent,
+     upstream, duration, rid, now) = item
+    fields: dict[str, object] = {
+        "client": client,
+        "timestamp": stamp,
+        "method": _quote(method),
+        "uri": _quote(uri),
+        "protocol": _quote(protocol),
+        "status": status,
+        "size": size,
+        "referer": _quote(referer),
+        "user_agent": _quote(agent),
+        "upstream": str(upstream) if upstream is not None else "-",
+        "duration": duration,
+        "request_id": rid.decode("ascii") if rid else "-",
+    }
+    return _jsonLine(now, ACCESS_FORMAT.format_map(fields), fields)
+
+
 class AccessLogger:
     """
     Logs each finished request: an L{revproxy.forward.reporting.AccessLog};
     its L{tunnelEnded} is a L{revproxy.forward.reporting.TunnelLog}.
 
     @param writer: where the lines go; L{None} to log events to C{logger}.
-    @param asJSON: write JSON objects rather than text lines to C{writer}.
+    @param asJSON: write JSON objects rather than text lines to C{writer}
+        (whose C{render} must then be L{renderJSON}, else L{renderLine}).
     """
 
     def __init__(
@@ -116,8 +168,6 @@ class AccessLogger:
         self._json = asJSON
         self._second = -1
         self._stamp = ""
-        self._isoSecond = -1
-        self._isoStamp = ""
 
     def _timestamp(self) -> str:
         now = int(self._clock.seconds())
@@ -125,21 +175,6 @@ class AccessLogger:
             self._second = now
             self._stamp = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now))
         return self._stamp
-
-    def _isoTime(self) -> str:
-        """
-        Now in ISO 8601 with microseconds, UTC, as the JSON logs write it;
-        the date and time of day are formatted once a second.
-        """
-        now = self._clock.seconds()
-        second = int(now)
-        if second != self._isoSecond:
-            self._isoSecond = second
-            self._isoStamp = datetime.fromtimestamp(second, timezone.utc).strftime(
-                "%Y-%m-%dT%H:%M:%S"
-            )
-        micro = min(int(round((now - second) * 1e6)), 999999)
-        return f"{self._isoStamp}.{micro:06d}+00:00"
 
     def __call__(
         self,
@@ -149,9 +184,10 @@ class AccessLogger:
         duration: float,
     ) -> None:
         writer = self._writer
-        if writer is not None and not self._json:
+        if writer is not None:
             # What the line needs, kept as it is: the writer formats its
-            # lines in a batch (L{renderLine}), off the per-request path.
+            # lines in a batch (L{renderLine}, L{renderJSON}), off the
+            # per-request path.
             headers = request.requestHeaders
             referer = headers.getRawHeaders(b"referer")
             agent = headers.getRawHeaders(b"user-agent")
@@ -168,6 +204,7 @@ class AccessLogger:
                 upstream,
                 duration,
                 getattr(request, "requestId", None),
+                self._clock.seconds(),
             ))
             return
         self._emit(
@@ -239,15 +276,7 @@ class AccessLogger:
         elif not self._json:
             writer.write(line + "\n")
         else:
-            record: dict[str, object] = {
-                "time": self._isoTime(),
-                "level": "info",
-                "namespace": "revproxy.access",
-                "text": line,
-            }
-            record.update(fields)
-            writer.write(_ENCODER.encode(record) + "\n")
-
+            writer.write(_jsonLine(self._clock.seconds(), line, fields))
 
 def accessLoggerFor(
     options: Mapping[str, Any],
@@ -267,7 +296,8 @@ def accessLoggerFor(
         return None
     if destination == THROUGH_LOGGING:
         return AccessLogger(reactor)
-    writer = openLineWriter(reactor, destination, renderLine)
+    asJSON = options.get("log-format") == "json"
+    writer = openLineWriter(reactor, destination, renderJSON if asJSON else renderLine)
     writer.setServiceParent(root)
     reloaders.append(writer.reopen)
-    return AccessLogger(reactor, writer=writer, asJSON=options.get("log-format") == "json")
+    return AccessLogger(reactor, writer=writer, asJSON=asJSON)

@@ -13,7 +13,7 @@ from twisted.logger import Logger, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
-from revproxy.ops.accesslog import AccessLogger, renderLine
+from revproxy.ops.accesslog import AccessLogger, renderJSON, renderLine
 from revproxy.ops.logs import _isoTime as isoTime
 from revproxy.ops.logwriter import LineWriter
 from revproxy.routing import Upstream
@@ -116,7 +116,9 @@ class WriterTests(SynchronousTestCase):
         clock = Clock()
         clock.advance(86400 * 365)
         sink = _Sink()
-        writer = LineWriter(clock, lambda: sink, "test", render=renderLine)
+        writer = LineWriter(
+            clock, lambda: sink, "test", render=renderJSON if asJSON else renderLine
+        )
         writer.startService()
         return AccessLogger(clock, writer=writer, asJSON=asJSON), clock, sink, writer
 
@@ -164,6 +166,7 @@ class WriterTests(SynchronousTestCase):
         logger, clock, sink, writer = self._logger(asJSON=True)
         clock.advance(0.25)
         logger(_request(), 404, None, 0.5)
+        clock.advance(0.5)  # the time is the request's, not the flush's
         logger.tunnelEnded(_request(), Upstream("http", "10.0.0.1", 80), 2.0, 3, 4)
         writer.flush()
         first, second = (json.loads(x) for x in sink.getvalue().splitlines())
@@ -179,3 +182,4 @@ class WriterTests(SynchronousTestCase):
         self.assertEqual(first["time"], isoTime(86400 * 365 + 0.25))
         self.assertIn('"GET /a HTTP/1.1" 404 5', first["text"])
         self.assertEqual((second["status"], second["bytes_in"], second["bytes_out"]), (101, 3, 4))
+        self.assertEqual(second["time"], "1971-01-01T00:00:00.750000+00:00")
