@@ -73,6 +73,7 @@ def writeBodies(root: Path) -> None:
     root.mkdir(parents=True, exist_ok=True)
     (root / "1k").write_bytes(b"k" * SMALL_BODY)
     (root / "1m").write_bytes(b"m" * LARGE_BODY)
+    (root / "post").write_bytes(b"")
     with open(root / "1g", "wb") as f:
         f.truncate(HUGE_BODY)
 
@@ -80,7 +81,7 @@ def writeBodies(root: Path) -> None:
 def upstreamConfig(prefix: Path, ports: tuple[int, int], statusPort: int) -> Path:
     """
     Write the upstream's configuration: the same content on two ports,
-    C{/post} reads (and discards) bodies up to 2 MiB and answers 1 KiB, and
+    C{/post} reads whole bodies up to 2 MiB, then answers 1 KiB, and
     stub_status on its own port.
     """
     root = prefix / "www"
@@ -100,8 +101,18 @@ http {{
         location = /post {{
             client_max_body_size 2m;
             client_body_buffer_size 2m;
-            # `return` reads and discards the body, then sends 1 KiB.
-            return 200 "{"k" * SMALL_BODY}";
+            # The whole body is read before the answer, as an application
+            # would (`return` would answer at once and discard the body as
+            # it comes, which makes a streaming proxy drop the connection):
+            # the mirror reads it first; then the static module refuses a
+            # POST to the (empty) file post with 405, turned into 200 and /1k.
+            mirror /post-sink;
+            mirror_request_body on;
+            error_page 405 =200 /1k;
+        }}
+        location = /post-sink {{
+            internal;
+            return 204;
         }}
     }}
     server {{
@@ -122,7 +133,11 @@ def proxyConfig(
     ports, with a keep-alive pool of 64 connections.
 
     C{proxy_max_temp_file_size 0} keeps nginx from spooling a large response
-    to disk, so that a slow reader applies backpressure as it would to us.
+    to disk, so that a slow reader applies backpressure as it would to us;
+    C{proxy_request_buffering off} streams request bodies to the upstream as
+    they arrive instead of buffering them first, and C{client_max_body_size
+    0} sets no limit on their size: the same work as a streaming proxy does
+    for the C{post-1m} scenario.
     """
     conf = prefix / "nginx-proxy.conf"
     conf.write_text(
@@ -139,13 +154,14 @@ http {{
     }}
     server {{
         listen 127.0.0.1:{port} backlog=4096;
-        client_max_body_size 2m;
+        client_max_body_size 0;
         client_body_buffer_size 2m;
         location / {{
             proxy_pass http://backends;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_max_temp_file_size 0;
+            proxy_request_buffering off;
         }}
     }}
 }}

@@ -26,7 +26,6 @@ __all__ = [
     "quietHTTPConnectionPool",
     "publisherObservers",
     "waitingProcessMonitor",
-    "takeBufferedRequestData",
 ]
 
 
@@ -50,22 +49,6 @@ def clearExitSignal(reactor: Any) -> None:
     """
     if getattr(reactor, "_exitSignal", None) == signal.SIGTERM:
         reactor._exitSignal = None
-
-
-def takeBufferedRequestData(channel: Any) -> bytes:
-    """
-    Take from an L{HTTPChannel} the bytes its client sent after the request
-    being handled (a pipelined request, or a tunnel's first bytes after an
-    upgrade request), which the channel buffers until that request is done.
-
-    Private name: C{HTTPChannel._dataBuffer}, the list of those bytes.  A
-    request that switches protocols is never done, and twisted.web's own
-    switch (C{_protocolUpgradeForWebsockets}, private too) hands the new
-    protocol only the bytes that come later.
-    """
-    buffered: list[bytes] = channel._dataBuffer
-    channel._dataBuffer = []
-    return b"".join(buffered)
 
 
 def publisherObservers(publisher: LogPublisher) -> list[ILogObserver]:

@@ -33,6 +33,7 @@ from revproxy.forward.options import (
     optionValue,
 )
 from revproxy.ops.accesslog import accessLoggerFor
+from revproxy.ops.fleet import FLEET_FLAGS, FLEET_PARAMETERS, checkFleetOptions
 from revproxy.ops.logwriter import accessLogDestination
 from revproxy.routing.balancing import POLICIES, policyNamed
 from revproxy.ops.drain import DrainService
@@ -53,6 +54,7 @@ from revproxy.routing import (
     parseRoute,
     parseUpstream,
 )
+from revproxy.http.options import SERVER_PARAMETERS, checkServerOptions, serverLimits
 from revproxy.http.server import ProxySite
 from revproxy.http.trustoptions import (
     TRUST_FLAGS,
@@ -175,6 +177,7 @@ class Options(usage.Options):
         ["no-access-log", None, "Do not log one line per request."],
         *HEALTH_FLAGS,
         *TRUST_FLAGS,
+        *FLEET_FLAGS,
     ]
 
     optParameters = [
@@ -203,7 +206,9 @@ class Options(usage.Options):
         ["admin", None, None, "Serve /healthz, /readyz, /routes and /metrics on this strports ENDPOINT, e.g. tcp:9901:interface=127.0.0.1."],
         ["ready-grace", None, "30", "Seconds /readyz stays 200 after the etcd watch is lost."],
         *HEALTH_PARAMETERS,
+        *SERVER_PARAMETERS,
         *TRUST_PARAMETERS,
+        *FLEET_PARAMETERS,
     ]
 
     def __init__(self) -> None:
@@ -290,6 +295,7 @@ class Options(usage.Options):
         )
         self["pool-size"] = optionCount("--pool-size", self["pool-size"])
         checkHealthOptions(self)
+        checkServerOptions(self)
         checkTrustOptions(self)
         self["access-log"] = accessLogDestination(self)
         if self["admin"] is not None:
@@ -329,6 +335,7 @@ class Options(usage.Options):
             )
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
+        checkFleetOptions(self)
 
 
 def _etcdServices(options: Options | dict[str, Any], resolver: RouteResolver,
@@ -460,17 +467,22 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         tunnels=tunnels,
         forwarding=forwardingPolicy(options),
     )
-    site = ProxySite(resource, reactor=reactor)
+    site = resource.site = ProxySite(resource, reactor=reactor, limits=serverLimits(options))
     site.timeOut = options["idle-timeout"]
     DrainService(resource, site, reactor, options["drain-timeout"]).setServiceParent(root)
     reloaders.append(reopenLogFiles(lambda: logFilesOf(globalLogPublisher)))
     HangupService(reactor, reloaders).setServiceParent(root)
     for description in options["listen"]:
         Listener(description, site, reactor).setServiceParent(root)
+    fleet = None
+    if options["etcd"]:
+        from revproxy.ops.fleet import fleetServices
+
+        fleet = fleetServices(options, root, resolver, sync, reactor)
     if options["admin"]:
         from revproxy.ops.admin import adminListener
 
         adminListener(
-            options, resource, resolver, pool, sync, reactor, checker
+            options, resource, resolver, pool, sync, reactor, checker, fleet
         ).setServiceParent(root)
     return root

@@ -103,6 +103,9 @@ class RecordingReceiver:
     def responseEnded(self) -> None:
         self.ended = True
 
+    def requestBodyFailed(self, status: int, message: bytes) -> None:
+        self.bodyFailure = (status, message)
+
     def exchangeFailed(self, reason: Failure, responseBytes: bool) -> None:
         self.failure = (reason, responseBytes)
 

@@ -18,7 +18,6 @@ from revproxy._compat import (
     logFilesOf,
     publisherObservers,
     quietHTTPConnectionPool,
-    takeBufferedRequestData,
     waitingProcessMonitor,
 )
 
@@ -77,29 +76,6 @@ class TwistedPrivatesTests(SynchronousTestCase):
         self.assertIs(observer._outFile, logFile)
         publisher = LogPublisher([].append, observer)
         self.assertEqual(logFilesOf(publisher), [logFile])
-    def test_takeBufferedRequestData(self) -> None:
-        """
-        An HTTPChannel keeps the bytes sent after the request it is handling
-        in C{_dataBuffer}; the helper takes them, once.
-        """
-        from twisted.internet.testing import StringTransport
-        from twisted.web.http import HTTPChannel, Request
-
-        class Held(Request):
-            def process(self) -> None:
-                pass  # never finished: the channel keeps buffering
-
-        channel = HTTPChannel()
-        channel.requestFactory = Held  # type: ignore[assignment]
-        channel.makeConnection(StringTransport())
-        channel.dataReceived(
-            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\n"
-            b"Upgrade: x\r\n\r\nfirst"
-        )
-        channel.dataReceived(b" second")
-        self.assertEqual(takeBufferedRequestData(channel), b"first second")
-        self.assertEqual(takeBufferedRequestData(channel), b"")
-
     def test_publisherObservers(self) -> None:
         """
         The observers of a publisher are listed in order, and follow

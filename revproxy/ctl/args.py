@@ -27,6 +27,8 @@ __all__ = [
     "Config",
     "DEFAULT_ETCD",
     "DEFAULT_MAX_TXN_OPS",
+    "DEFAULT_NODES_PREFIX",
+    "DEFAULT_WAIT",
     "DEFAULT_PREFIX",
     "DEFAULT_TIMEOUT",
     "EXIT_FAILED",
@@ -45,6 +47,9 @@ PROG = "revproxyctl"
 DEFAULT_ETCD = "http://127.0.0.1:2379"
 DEFAULT_PREFIX = "/hosts/"
 DEFAULT_TIMEOUT = 5.0
+DEFAULT_NODES_PREFIX = "/revproxy/nodes/"
+#: Seconds of a bare C{--wait}.
+DEFAULT_WAIT = 10.0
 #: etcd's default C{--max-txn-ops}.
 DEFAULT_MAX_TXN_OPS = 128
 
@@ -80,6 +85,9 @@ class Config:
     dryRun: bool = False
     replace: bool = False
     admin: str | None = None
+    wait: float | None = None
+    nodesPrefix: str = DEFAULT_NODES_PREFIX
+    path: str | None = None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -127,6 +135,12 @@ def buildParser() -> argparse.ArgumentParser:
         help="the operations etcd allows in one transaction: its own "
         f"--max-txn-ops (default: {DEFAULT_MAX_TXN_OPS})",
     )
+    common.add_argument(
+        "--nodes-prefix",
+        metavar="P",
+        default=argparse.SUPPRESS,
+        help=f"etcd key prefix of the proxy nodes' records (default: {DEFAULT_NODES_PREFIX})",
+    )
 
     parser = _Parser(
         prog=PROG,
@@ -153,10 +167,16 @@ def buildParser() -> argparse.ArgumentParser:
     add.add_argument(
         "--weight", metavar="N", help="weight of the upstreams (sets it if they exist)"
     )
+    waitHelp = (
+        f"--wait[=SECONDS]: after the write, wait (default {DEFAULT_WAIT:g} s) until "
+        "every live proxy node has applied it; exit 1 naming the nodes that lag"
+    )
+    add.add_argument("--wait", metavar="SECONDS", help=waitHelp)
 
     rm = command("rm", "Remove upstreams from a host, or the whole host.")
     rm.add_argument("host", metavar="HOST")
     rm.add_argument("upstreams", metavar="UPSTREAM", nargs="*")
+    rm.add_argument("--wait", metavar="SECONDS", help=waitHelp)
 
     ls = command("ls", "List the routes, or the routes of one host.")
     ls.add_argument("host", metavar="HOST", nargs="?")
@@ -179,6 +199,16 @@ def buildParser() -> argparse.ArgumentParser:
     imp.add_argument(
         "--replace", action="store_true", help="also remove the hosts not in FILE"
     )
+    imp.add_argument("--wait", metavar="SECONDS", help=waitHelp)
+
+    nodes = command("nodes", "List the live proxy nodes: applied revision, lag, watch, age.")
+    nodes.add_argument("--json", action="store_true", help="print JSON")
+
+    explain = command(
+        "explain", "Say which route a request for HOST takes and why, with each node's health view."
+    )
+    explain.add_argument("host", metavar="HOST")
+    explain.add_argument("path", metavar="PATH", nargs="?", default="/")
     return parser
 
 
@@ -244,7 +274,9 @@ def parseArgs(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
 
     @raise UsageError: for anything wrong, hosts and upstreams included.
     """
-    ns = buildParser().parse_args(list(argv))
+    # A bare --wait means the default; --wait=SECONDS gives the time.
+    argv = [f"--wait={DEFAULT_WAIT:g}" if a == "--wait" else a for a in argv]
+    ns = buildParser().parse_args(argv)
     opts = vars(ns)
     if "etcd" in opts:
         endpoints = parseEndpoints(opts["etcd"], "--etcd")
@@ -268,6 +300,14 @@ def parseArgs(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
         if "max_txn_ops" in opts
         else DEFAULT_MAX_TXN_OPS
     )
+    nodesPrefix = (
+        parsePrefix(opts["nodes_prefix"], "--nodes-prefix")
+        if "nodes_prefix" in opts
+        else DEFAULT_NODES_PREFIX
+    )
+    wait = None
+    if getattr(ns, "wait", None) is not None:
+        wait = _value("--wait", parseSeconds, ns.wait)
     command: str = ns.command
     host = _host(ns.host) if getattr(ns, "host", None) is not None else None
     weight = None
@@ -294,6 +334,9 @@ def parseArgs(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
         dryRun=bool(getattr(ns, "dry_run", False)),
         replace=bool(getattr(ns, "replace", False)),
         admin=_adminUrl(getattr(ns, "admin", None)),
+        wait=wait,
+        nodesPrefix=nodesPrefix,
+        path=getattr(ns, "path", None),
     )
 
 

@@ -102,6 +102,7 @@ async def applyPlan(
     planner: Callable[[RouteState], Plan],
     out: TextIO,
     dryRun: bool = False,
+    written: list[int] | None = None,
 ) -> int:
     """
     Read the routes, plan a change and apply it in one transaction, guarded
@@ -115,6 +116,9 @@ async def applyPlan(
     a conflict, not undo the earlier chunks.  A change that does not fit is
     refused before anything is written (L{tooLarge}).
 
+    @param written: if given, gets the revision the routes are at once the
+        change is applied (for C{--wait}): the transaction's, or with
+        nothing to change the newest route key's.
     @return: the exit status.
     @raise CommandError: from the planner, or when the change is too large
         or the keys kept changing.
@@ -127,6 +131,8 @@ async def applyPlan(
         if not plan.changes:
             if not plan.notes:
                 writeLine(out, "nothing to change")
+            if written is not None:
+                written.append(max((r.modRevision for r in state.routes), default=0))
             return EXIT_OK
         if dryRun:
             for change in plan.changes:
@@ -160,6 +166,8 @@ async def applyPlan(
         if result.succeeded:
             for change in plan.changes:
                 writeLine(out, formatChange(change, result.revision))
+            if written is not None:
+                written.append(result.revision)
             return EXIT_OK
     raise CommandError(
         f"the routes kept changing while this change was applied ({ATTEMPTS} "
@@ -167,7 +175,9 @@ async def applyPlan(
     )
 
 
-async def runAdd(store: IRouteStore, config: Config, out: TextIO) -> int:
+async def runAdd(
+    store: IRouteStore, config: Config, out: TextIO, written: list[int] | None = None
+) -> int:
     """
     C{add HOST UPSTREAM... [--weight N]}.
     """
@@ -178,22 +188,29 @@ async def runAdd(store: IRouteStore, config: Config, out: TextIO) -> int:
         config,
         lambda s: planAdd(s, config.prefix, host, config.upstreams, config.weight),
         out,
+        written=written,
     )
 
 
-async def runRm(store: IRouteStore, config: Config, out: TextIO) -> int:
+async def runRm(
+    store: IRouteStore, config: Config, out: TextIO, written: list[int] | None = None
+) -> int:
     """
     C{rm HOST [UPSTREAM...]}.
     """
     assert config.host is not None
     host = config.host
     return await applyPlan(
-        store, config, lambda s: planRm(s, host, config.upstreams), out
+        store, config, lambda s: planRm(s, host, config.upstreams), out, written=written
     )
 
 
 async def runImport(
-    store: IRouteStore, config: Config, routes: Routes, out: TextIO
+    store: IRouteStore,
+    config: Config,
+    routes: Routes,
+    out: TextIO,
+    written: list[int] | None = None,
 ) -> int:
     """
     C{import FILE [--dry-run] [--replace]}, with the already validated
@@ -205,6 +222,7 @@ async def runImport(
         lambda s: planImport(s, config.prefix, routes, config.replace),
         out,
         dryRun=config.dryRun,
+        written=None if config.dryRun else written,
     )
 
 

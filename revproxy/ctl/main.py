@@ -8,7 +8,10 @@ or C{{"weight": N}}.  The commands::
     revproxyctl [--etcd URLS] [--prefix P] [--timeout S] [--max-txn-ops N]
         add HOST UPSTREAM [UPSTREAM...] [--weight N]
         rm HOST [UPSTREAM...]
+        add|rm|import ... [--wait[=SECONDS]]
         ls [HOST] [--json]
+        nodes [--json]
+        explain HOST [PATH]
         watch
         export
         import FILE|- [--dry-run] [--replace]
@@ -64,6 +67,7 @@ from revproxy.ctl.commands import (
     writeLine,
 )
 from revproxy.ctl.documents import Routes, loadDocument
+from revproxy.ctl.fleet import runExplain, runNodes, waitApplied
 
 __all__ = ["main", "run"]
 
@@ -107,20 +111,29 @@ async def run(
     status = EXIT_OK
     watcher = RouteWatcher(store, config.prefix, reactor, out, err)
     reactor.addSystemEventTrigger("before", "shutdown", interrupted)
+    written: list[int] = []
     try:
         if config.command == "add":
-            status = await runAdd(store, config, out)
+            status = await runAdd(store, config, out, written)
         elif config.command == "rm":
-            status = await runRm(store, config, out)
+            status = await runRm(store, config, out, written)
+        elif config.command == "nodes":
+            status = await runNodes(store, config, out, err)
+        elif config.command == "explain":
+            status = await runExplain(
+                store, config, out, err, _fetcher(reactor, agent, config.timeout)
+            )
         elif config.command == "ls":
             status = await runLs(store, config, out, err, _fetcher(reactor, agent, config.timeout))
         elif config.command == "export":
             status = await runExport(store, config, out, err)
         elif config.command == "import":
             assert routes is not None
-            status = await runImport(store, config, routes, out)
+            status = await runImport(store, config, routes, out, written)
         elif config.command == "watch":
             status = await watcher.start()
+        if config.wait is not None and written and status == EXIT_OK:
+            status = await waitApplied(store, config, written[0], reactor, out)
     except Exception:
         if stopping and config.command != "watch":
             # The failure is the interruption's doing, already reported.

@@ -365,6 +365,13 @@ class EtcdClient:
 
         return Deferred.fromCoroutine(call())
 
+    def call(self, method: str, body: JSON) -> Deferred[JSON]:
+        """
+        One unary gateway call (e.g. C{"lease/grant"}) with the failover of
+        the others, for L{revproxy.etcd.leases}.
+        """
+        return self._unary(method, body)
+
     # -- IRouteStore
 
     def status(self) -> Deferred[EtcdStatus]:

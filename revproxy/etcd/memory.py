@@ -24,8 +24,10 @@ from revproxy.etcd.types import (
     DeleteResult,
     EndReason,
     Entry,
+    EtcdError,
     EtcdUnavailable,
     EventType,
+    ILeaseStore,
     IRouteStore,
     IWatch,
     ModRevisionIs,
@@ -128,7 +130,7 @@ class MemoryWatch:
         self.end(EndReason.CANCELLED, detail="cancelled")
 
 
-@implementer(IRouteStore)
+@implementer(IRouteStore, ILeaseStore)
 class MemoryRouteStore:
     """
     An in-memory L{IRouteStore} with etcd's revision semantics, for unit
@@ -148,6 +150,9 @@ class MemoryRouteStore:
         self._data: dict[bytes, _Record] = {}
         self._history: list[tuple[int, tuple[WatchEvent, ...]]] = []
         self.watches: list[MemoryWatch] = []
+        #: lease id -> (TTL, the keys attached to it)
+        self.leases: dict[int, tuple[int, set[bytes]]] = {}
+        self._nextLease = 1000
 
     def items(self) -> dict[bytes, bytes]:
         """
@@ -181,6 +186,7 @@ class MemoryRouteStore:
         deleted = 0
         for op in ops:
             if isinstance(op, Put):
+                self._detach(op.key)
                 self._data[op.key] = _Record(op.value, revision)
                 events.append(WatchEvent(EventType.PUT, op.key, op.value, revision))
                 continue
@@ -189,6 +195,7 @@ class MemoryRouteStore:
             else:
                 keys = sorted(k for k in self._data if k.startswith(op.prefix))
             for k in keys:
+                self._detach(k)
                 del self._data[k]
                 events.append(WatchEvent(EventType.DELETE, k, b"", revision))
                 deleted += 1
@@ -306,3 +313,54 @@ class MemoryRouteStore:
         """
         for w in list(self.watches):
             w.end(reason, detail="disconnected")
+
+    # -- leases (ILeaseStore)
+
+    def _detach(self, key: bytes) -> None:
+        for _, keys in self.leases.values():
+            keys.discard(key)
+
+    def grantLease(self, ttl: int) -> Deferred[int]:
+        try:
+            self._check()
+        except EtcdUnavailable:
+            return fail()
+        self._nextLease += 1
+        self.leases[self._nextLease] = (ttl, set())
+        return succeed(self._nextLease)
+
+    def keepAliveLease(self, lease: int) -> Deferred[int]:
+        try:
+            self._check()
+        except EtcdUnavailable:
+            return fail()
+        known = self.leases.get(lease)
+        return succeed(0 if known is None else known[0])
+
+    def revokeLease(self, lease: int) -> Deferred[None]:
+        try:
+            self._check()
+        except EtcdUnavailable:
+            return fail()
+        self.expireLease(lease)
+        return succeed(None)
+
+    def putLeased(self, key: bytes, value: bytes, lease: int) -> Deferred[int]:
+        try:
+            self._check()
+            if lease not in self.leases:
+                raise EtcdError(5, "etcdserver: requested lease not found", 400)
+        except Exception:
+            return fail()
+        self._apply([Put(key, value)])
+        self.leases[lease][1].add(key)
+        return succeed(self.revision)
+
+    def expireLease(self, lease: int) -> None:
+        """
+        Let C{lease} expire, as etcd does when it is not kept alive: its
+        keys are deleted in one revision.
+        """
+        known = self.leases.pop(lease, None)
+        if known is not None and known[1]:
+            self._apply([Delete(k) for k in sorted(known[1])])

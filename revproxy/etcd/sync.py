@@ -20,7 +20,7 @@ stops the sync, and fixing the key takes effect as any change does.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
@@ -55,6 +55,11 @@ class EtcdRouteSync(Service):
     @ivar revision: the last etcd revision applied (0 before the first
         load).
     @ivar skipped: the keys skipped because they do not parse.
+    @ivar appliedObservers: called after each read or batch of events is
+        applied (and when the watch stops or resumes), with C{True} after a
+        full read of the prefix: node reporting and the snapshot listen.
+    @ivar replaceNext: when true, the next read replaces the resolver's
+        table whole (one loaded from a snapshot) rather than as a diff.
     """
 
     name = "etcd-sync"
@@ -92,6 +97,8 @@ class EtcdRouteSync(Service):
         self._hosts: dict[str, dict[str, Upstream]] = {}
         self.skipped: set[str] = set()
         self.revision = 0
+        self.appliedObservers: list[Callable[[bool], object]] = []
+        self.replaceNext = False
 
     # -- service -----------------------------------------------------------
 
@@ -173,7 +180,8 @@ class EtcdRouteSync(Service):
         Replace the mirror with a full read and publish what changed.  The
         first table is the one the resolver did not have yet.
         """
-        first = self._resolver.table is None
+        first = self._resolver.table is None or self.replaceNext
+        self.replaceNext = False
         touched = self._replaceAll(
             (e.key, e.value) for e in snapshot.entries
         )
@@ -199,6 +207,32 @@ class EtcdRouteSync(Service):
                 revision=self.revision,
                 changed=len(touched),
             )
+        self._tellApplied(True)
+
+    def ownWrite(self, revision: int) -> None:
+        """
+        etcd applied a write of this node's own outside the route prefix
+        (its node record) at C{revision}.  If that is the revision right
+        after the applied one, no route changed in between, so the routes
+        applied are etcd's at C{revision} too: the applied revision moves
+        to it (the observers are not told: it changes no route).
+        """
+        if revision == self.revision + 1:
+            self.revision = revision
+
+    @property
+    def store(self) -> IRouteStore:
+        """
+        The store the routes come from.
+        """
+        return self._store
+
+    def _tellApplied(self, listed: bool = False) -> None:
+        for observer in self.appliedObservers:
+            try:
+                observer(listed)
+            except Exception:
+                log.failure("etcd: an observer of applied revisions failed")
 
     def listFailed(self, reason: Failure, delay: float) -> None:
         serving = (
@@ -309,15 +343,18 @@ class EtcdRouteSync(Service):
                 touched |= self._delete(event.key)
         self.revision = batch.revision
         self._publish(touched)
+        self._tellApplied()
 
     _onEvents = events
 
     def progress(self, revision: int) -> None:
         if revision > self.revision:
             self.revision = revision
+            self._tellApplied()
 
     def reconnected(self) -> None:
         log.info("etcd: reachable again")
+        self._tellApplied()
 
     # -- watching ------------------------------------------------------------
 
@@ -330,6 +367,7 @@ class EtcdRouteSync(Service):
             next=self.revision + 1,
             delay=delay,
         )
+        self._tellApplied()
 
     def compacted(self, ended: WatchEnded) -> None:
         log.info(

@@ -30,6 +30,7 @@ __all__ = [
     "EtcdTimeout",
     "EtcdUnavailable",
     "EventType",
+    "ILeaseStore",
     "IRouteStore",
     "IWatch",
     "ModRevisionIs",
@@ -419,4 +420,33 @@ class IRouteStore(Interface):
         events, in revision order, each revision once; C{onProgress} gets
         the revision of each progress notification.  An exception from
         either ends the watch: its C{ended} fails with it.
+        """
+
+
+class ILeaseStore(Interface):
+    """
+    etcd's leases, for keys that must vanish with the process that wrote
+    them (the node records of L{revproxy.etcd.nodes}).
+    """
+
+    def grantLease(ttl: int) -> Deferred[int]:
+        """
+        Grant a lease of C{ttl} seconds; fire with its id.
+        """
+
+    def keepAliveLease(lease: int) -> Deferred[int]:
+        """
+        Renew C{lease}; fire with its new TTL, or 0 if it has expired (its
+        keys are gone).
+        """
+
+    def revokeLease(lease: int) -> Deferred[None]:
+        """
+        Revoke C{lease}: its keys are deleted now.
+        """
+
+    def putLeased(key: bytes, value: bytes, lease: int) -> Deferred[int]:
+        """
+        Set C{key}, attached to C{lease}; fire with the new revision.  Fails
+        with L{EtcdError} (code 5) if the lease has expired.
         """

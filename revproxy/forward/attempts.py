@@ -20,7 +20,7 @@ this; the exchange holds the state it reads.
 
 from __future__ import annotations
 
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
@@ -30,6 +30,7 @@ from revproxy.routing import HostRoute, Upstream
 from revproxy.upstream.state import HostState, UpstreamState
 
 if TYPE_CHECKING:
+    from revproxy.forward.bodies import Body
     from revproxy.forward.resource import RoutingProxyResource
 
 __all__ = ["Attempts"]
@@ -52,7 +53,7 @@ class Attempts:
     _upstream: Upstream | None
     _tried: list[UpstreamState] | None
     _timer: IDelayedCall | None
-    _body: bytes | IO[bytes] | None
+    _body: Body
     _done: bool
     _start: float
     _key: int

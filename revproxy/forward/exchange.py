@@ -25,7 +25,7 @@ failures, successes).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 from twisted.internet.defer import CancelledError
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
@@ -35,17 +35,13 @@ from twisted.web.server import Request
 from zope.interface import implementer
 
 from revproxy.forward.attempts import Attempts
+from revproxy.forward.bodies import SMALL_BODY, Body, planBody, replayable
 from revproxy.http.errors import respondWithError
-from revproxy.http.headers import (
-    forwardedHeaderLines,
-    relayResponseHeaders,
-    requestHead,
-)
+from revproxy.http.headers import forwardedHeaderLines, relayResponseHeaders, requestHead
 from revproxy.http.server import ProxyRequest
 from revproxy.http.upgrade import requestedUpgrade
 from revproxy.routing import HostRoute, Upstream
 from revproxy.routing.balancing import consistentHash
-from revproxy.upstream.body import spooledBody
 from revproxy.upstream.connection import UpstreamConnection
 from revproxy.upstream.pool import connectFailure
 from revproxy.upstream.state import UP, HostState, UpstreamState
@@ -56,12 +52,6 @@ if TYPE_CHECKING:
 __all__ = ["Exchange", "SMALL_BODY", "connectFailure"]
 
 log = Logger()
-
-
-SMALL_BODY = 64 * 1024
-"""Request bodies up to this size are sent in the same write as the head;
-response bodies up to this size are written to the client without flow
-control."""
 
 
 @implementer(IPushProducer)
@@ -94,7 +84,7 @@ class Exchange(Attempts):
 
     _upstream: Upstream | None
     _headers: list[bytes]
-    _body: bytes | IO[bytes] | None
+    _body: Body
 
     def __init__(
         self,
@@ -139,23 +129,47 @@ class Exchange(Attempts):
         self._upgrade = upgrade is not None
         if upgrade is not None:
             self._headers += upgrade
-        self._body = self._requestBody()
+        self._bodySize, self._body = planBody(request, self._headers)
         hashKey = self._resource.hashKey
         if hashKey is not None and self._route.policy is consistentHash:
             self._key = hashKey(request)
         self.pick()
 
-    def _requestBody(self) -> bytes | IO[bytes] | None:
+    def requestBodyFailed(self, status: int, message: bytes) -> None:
+        """
+        The client's body cannot be completed: abandon the upstream request,
+        and answer C{status} if the response has not begun.
+        """
+        if self._done:
+            return
+        conn = self._conn
+        self._conn = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if conn is not None:
+            conn.abort()
+        if self._state is not None:
+            state, self._state = self._state, None
+            self.release(state)
+        if not self._responded:
+            self.fail(status, message)
+            return
+        self.cutOff()
+
+    def cutOff(self) -> None:
+        """
+        Too late for an error status: end the request and cut the client
+        off, so that it sees an incomplete response, not a complete wrong
+        one.
+        """
         request = self._request
-        headers = request.requestHeaders
-        framed = headers.hasHeader(b"content-length") or headers.hasHeader(
-            b"transfer-encoding"
-        )
-        size, body = spooledBody(request.content, framed, SMALL_BODY)
-        self._bodySize = size
-        if body is not None:
-            self._headers.append(b"Content-Length: %d\r\n" % (size,))
-        return body
+        if self._producing:
+            self._producing = False
+            request.unregisterProducer()
+        self.finish(request.code)
+        if request.channel is not None:
+            request.channel.forceAbortClient()
 
     # -- 1. pick -----------------------------------------------------------
 
@@ -367,11 +381,8 @@ class Exchange(Attempts):
             self._timer = None
         if self._done:
             return
-        upstream = self._upstream
-        resource = self._resource
+        upstream, resource = self._upstream, self._resource
         if self._responded:
-            # Too late for an error status: cut the client off so that it
-            # sees an incomplete response, not a complete wrong one.
             log.warn(
                 "upstream {upstream} failed during the response for {host}: {error}",
                 upstream=str(upstream),
@@ -380,16 +391,13 @@ class Exchange(Attempts):
             )
             if self._state is not None:
                 self._state.failed(resource.reactor.seconds())
-            request = self._request
-            if self._producing:
-                self._producing = False
-                request.unregisterProducer()
-            self.finish(request.code)
-            if request.channel is not None:
-                request.channel.forceAbortClient()
+            self.cutOff()
             return
-        if conn is not None and resource.retry.retryOnFreshConnection(
-            self._request.method, conn.reused, responseBytes
+        retry = resource.retry.retryOnFreshConnection
+        if (
+            conn is not None
+            and retry(self._request.method, conn.reused, responseBytes)
+            and replayable(self._body, self._bodySize, resource.retryBuffer)
         ):
             # A pooled connection that the upstream closed as we reused it:
             # the request was not processed, try once on a new connection.
@@ -405,9 +413,7 @@ class Exchange(Attempts):
         state = self._state
         if state is not None:
             state.failed(resource.reactor.seconds())
-            if not responseBytes and (
-                self._body is None or self._bodySize <= resource.retryBuffer
-            ):
+            if not responseBytes and replayable(self._body, self._bodySize, resource.retryBuffer):
                 # Nothing came back and the proxy still holds the body:
                 # another upstream can have the request.
                 self._state = None

@@ -18,6 +18,7 @@ the pooled HTTP/1.1 connections of L{revproxy.upstream}.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -74,6 +75,9 @@ class RoutingProxyResource(ReverseProxyResource):
     """
 
     isLeaf = True
+    site: Any = None
+    """The L{revproxy.http.server.ProxySite} that serves it, if known (for
+    the client side's metrics)."""
 
     def __init__(
         self,

@@ -7,10 +7,10 @@ forward a request, and the Date header value, made once a second.
 from __future__ import annotations
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.web.http import datetimeToString
+from twisted.web.http import RESPONSES, datetimeToString
 from twisted.web.server import Request
 
-__all__ = ["DateCache", "respondWithError"]
+__all__ = ["DateCache", "errorResponse", "respondWithError"]
 
 
 class DateCache:
@@ -51,3 +51,21 @@ def respondWithError(request: Request, code: int, message: bytes, date: bytes) -
     headers.setRawHeaders(b"content-length", [b"%d" % (len(message) + 1,)])
     request.write(message + b"\n")
     request.finish()
+
+
+def errorResponse(status: int, message: str, now: float) -> bytes:
+    """
+    A complete plain-text error response that closes the connection.
+    """
+    body = message.encode("latin-1", "replace") + b"\n"
+    return b"".join(
+        (
+            b"HTTP/1.1 %d %s\r\n" % (status, RESPONSES.get(status, b"Error")),
+            b"Date: ",
+            datetimeToString(int(now)),
+            b"\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"X-Content-Type-Options: nosniff\r\nConnection: close\r\n"
+            b"Content-Length: %d\r\n\r\n" % (len(body),),
+            body,
+        )
+    )

@@ -12,18 +12,26 @@ close before it lets the shutdown go on.
 
 from __future__ import annotations
 
+import io
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol, ISSLTransport
+from twisted.internet.interfaces import IAddress
 from twisted.python.failure import Failure
-from twisted.web.http import HTTPChannel
 from twisted.web.server import NOT_DONE_YET, Request, Site
-from zope.interface import alsoProvides
 
-from revproxy._compat import takeBufferedRequestData
+from revproxy.http.body import RequestBody
+from revproxy.http.channel import ProxyChannel, ServerLimits
+from revproxy.http.parser import ParsedHead
 
-__all__ = ["ProxySite", "ProxyChannel", "ProxyRequest", "ClientWatcher", "ClientTunnel"]
+__all__ = [
+    "ProxySite",
+    "ProxyChannel",
+    "ProxyRequest",
+    "ServerLimits",
+    "ClientWatcher",
+    "ClientTunnel",
+]
 
 
 class ClientWatcher(Protocol):
@@ -65,25 +73,53 @@ class ProxyRequest(Request):
     A request as a proxy sees it: nothing is parsed that is only forwarded.
 
     Twisted's L{Request} parses the query string into C{args}, parses
-    urlencoded and multipart POST bodies (and answers 400 to a multipart body
-    it cannot parse, which is the upstream's business), splits the path for
-    resource traversal and adds a C{Content-Type: text/html} to responses
-    without one; its C{process} also sets Server and Date headers that a
-    proxy replaces with the upstream's.  None of that is right for a proxy,
-    and it all costs time on every request.
+    urlencoded and multipart POST bodies, splits the path for resource
+    traversal and adds a C{Content-Type: text/html} to responses without
+    one; its C{process} also sets Server and Date headers that a proxy
+    replaces with the upstream's.  None of that is right for a proxy, and it
+    all costs time on every request.
+
+    Its body is not in C{content}: it streams, in L{body}, while the
+    resource forwards it.
 
     @ivar watcher: told, instead of through a C{notifyFinish} Deferred, when
         the client goes away before the response is finished.
+    @ivar body: the request body as it arrives, or L{None} for none.
+    @ivar keepAlive: whether the connection may carry another request.
     """
 
     defaultContentType = None
     watcher: ClientWatcher | None = None
+    body: RequestBody | None = None
+    keepAlive = True
+    content = None
 
-    def __init__(self, channel: HTTPChannel, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, channel: Any, *args: Any, **kwargs: Any) -> None:
         kwargs["parsePOSTFormSubmission"] = False
         super().__init__(channel, *args, **kwargs)
 
+    def received(self, head: ParsedHead) -> None:
+        """
+        Take the request's head from the parser.
+        """
+        target = head.target
+        self.method = head.method
+        self.uri = target
+        self.clientproto = head.version
+        self.path = target.split(b"?", 1)[0]
+        self.args = {}
+        self.keepAlive = head.keepAlive and head.version == b"HTTP/1.1"
+        headers = self.requestHeaders
+        add = headers.addRawHeader
+        for name, value in head.headers:
+            add(name, value)
+        if head.host and not headers.hasHeader(b"host"):
+            # An absolute-form target's authority is the host.
+            headers.setRawHeaders(b"host", [head.host])
+
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        # twisted.web's HTTPChannel calls this (a ProxyRequest served by a
+        # plain Site, with its body in content).
         self.content.seek(0, 0)  # type: ignore[union-attr]
         self.args = {}
         self.method = command
@@ -97,7 +133,11 @@ class ProxyRequest(Request):
         self.site = site
         resource = site.resource
         if not resource.isLeaf:
-            # A resource tree: let twisted.web traverse it.
+            # A resource tree: let twisted.web traverse it; its resources
+            # read a body from content.
+            if self.content is None:
+                body = self.body.whole() if self.body is not None else b""
+                self.content = io.BytesIO(body or b"")
             super().process()
             return
         self.prepath = []
@@ -120,112 +160,55 @@ class ProxyRequest(Request):
             watcher.clientGone(reason)
 
 
-class ProxyChannel(HTTPChannel):
-    """
-    An HTTP/1.1 channel that its site keeps track of while it is open.
-
-    (Site's default protocol wraps each channel in a proxy that can switch
-    to HTTP/2 after ALPN; the proxy speaks HTTP/1.1 only, so it uses the
-    channel directly, which also saves a call per read.)
-
-    @ivar tunnel: after L{switchProtocols}, what the client's bytes go to.
-    """
-
-    site: ProxySite
-    tunnel: ClientTunnel | None = None
-    _peer: IAddress | None = None
-    _host: IAddress | None = None
-    _secure: bool | None = None
-
-    def connectionMade(self) -> None:
-        super().connectionMade()
-        self.site.channels.add(self)
-
-    # A connection's addresses and security do not change: asked once per
-    # request by twisted.web (getHost costs a getsockname system call).
-
-    def getPeer(self) -> IAddress:
-        peer = self._peer
-        if peer is None:
-            peer = self._peer = super().getPeer()
-        return peer
-
-    def getHost(self) -> IAddress:
-        host = self._host
-        if host is None:
-            host = self._host = super().getHost()
-        return host
-
-    def isSecure(self) -> bool:
-        secure = self._secure
-        if secure is None:
-            secure = self._secure = ISSLTransport(self.transport, None) is not None
-        return secure
-
-    def switchProtocols(self, tunnel: ClientTunnel) -> bytes:
-        """
-        Hand the connection over to C{tunnel}, once the 101 is written: the
-        client's bytes, its half-close and its close go to C{tunnel} from
-        now on, and the channel's idle timeout stays off (as while any
-        request is handled).  Return the bytes the client sent after its
-        request, which the channel had buffered.
-        """
-        self.tunnel = tunnel
-        alsoProvides(self, IHalfCloseableProtocol)
-        rest = takeBufferedRequestData(self)
-        # The channel may have stopped reading while it buffered them.
-        self.transport.resumeProducing()  # type: ignore[union-attr]
-        return rest
-
-    def rawDataReceived(self, data: bytes) -> None:
-        tunnel = self.tunnel
-        if tunnel is not None:
-            tunnel.clientDataReceived(data)
-            return
-        super().rawDataReceived(data)
-
-    # IHalfCloseableProtocol, once switched: the tunnel passes a half-close on.
-
-    def readConnectionLost(self) -> None:
-        if self.tunnel is not None:
-            self.tunnel.clientReadClosed()
-        else:
-            self.transport.loseConnection()  # type: ignore[union-attr]
-
-    def writeConnectionLost(self) -> None:
-        pass
-
-    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
-        super().connectionLost(reason)
-        self.site._channelClosed(self)
-        tunnel = self.tunnel
-        if tunnel is not None:
-            self.tunnel = None
-            tunnel.clientLost(reason)
-
-
 class ProxySite(Site):
     """
-    The HTTP server of the proxy: no tracebacks to clients, no factory
-    chatter in the log, and its open connections in L{channels}.
+    The HTTP server of the proxy: strict, streaming client connections
+    (L{ProxyChannel}) under the limits of L{ServerLimits}, no tracebacks to
+    clients, no factory chatter in the log, and its open connections in
+    L{channels}.
+
+    @ivar refused: how many requests were refused, by status, before they
+        reached the resource (framing errors, limits, deadlines).
+    @ivar connectionsRefused: connections closed at once because
+        C{maxConnections} were open.
     """
 
     noisy = False
     displayTracebacks = False
-    protocol = ProxyChannel  # type: ignore[assignment]
 
-    def __init__(self, resource: Any, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self, resource: Any, *args: Any, limits: ServerLimits | None = None, **kwargs: Any
+    ) -> None:
         kwargs.setdefault("requestFactory", ProxyRequest)
         super().__init__(resource, *args, **kwargs)
+        self.limits = limits if limits is not None else ServerLimits()
         self.channels: set[ProxyChannel] = set()
+        self.refused: dict[int, int] = {}
+        self.connectionsRefused = 0
         self._allClosed: list[Deferred[None]] = []
+
+    def buildProtocol(self, addr: IAddress) -> ProxyChannel | None:  # type: ignore[override]
+        if len(self.channels) >= self.limits.maxConnections:
+            # Twisted closes a connection that gets no protocol.
+            self.connectionsRefused += 1
+            return None
+        return ProxyChannel(self)
 
     def log(self, request: object) -> None:
         """
         Nothing: the proxy writes its own access log, with the upstream.
         """
 
-    def _channelClosed(self, channel: ProxyChannel) -> None:
+    def requestRefused(self, status: int) -> None:
+        """
+        Count a request refused with C{status} before it was handled.
+        """
+        self.refused[status] = self.refused.get(status, 0) + 1
+
+    def channelClosed(self, channel: ProxyChannel) -> None:
+        """
+        C{channel}'s connection is closed.
+        """
         self.channels.discard(channel)
         if not self.channels and self._allClosed:
             waiters, self._allClosed = self._allClosed, []
@@ -235,7 +218,8 @@ class ProxySite(Site):
     def closeConnections(self) -> Deferred[None]:
         """
         Close every client connection once what is buffered for it has been
-        written; fire when all are closed.
+        written (a connection with a request in progress, once it is
+        answered); fire when all are closed.
         """
         if not self.channels:
             return succeed(None)

@@ -13,6 +13,11 @@ listener of its own (C{--admin}).
   etcd sync; C{/routes/<host>} explains the route of one request host
   (L{revproxy.ops.upstreams}).
 - C{/metrics}: Prometheus text format.
+- C{/}: the status page (L{revproxy.ops.statuspage}).
+
+With C{--state-dir}, a node serving its last-good snapshot before etcd is
+read is I{stale}: C{/readyz} says so with a 200, or a 503 with
+C{--ready-requires-etcd}.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ from revproxy.forward.reporting import RequestMetrics
 from revproxy.ops.listener import Listener
 from revproxy.ops.metrics import BUCKETS, ProxyMetrics
 from revproxy.routing.address import Upstream
+from revproxy.ops.clientmetrics import clientMetrics
+from revproxy.ops.statuspage import StatusPage
 from revproxy.ops.upstreams import explainRoute, healthMetrics, upstreamState
 from revproxy.routing.resolver import NoRouteTable, RouteResolver
 from revproxy.upstream.state import UpstreamStates
@@ -117,12 +124,16 @@ class AdminResource(Resource):
         sync: Any = None,
         graceSeconds: float = 30.0,
         states: UpstreamStates | None = None,
+        fleet: Any = None,
+        metrics: ProxyMetrics | None = None,
     ) -> None:
         super().__init__()
         self._states = states
+        self.fleet = fleet
+        self.metrics = metrics
         self._resolver = resolver
         self._pool = pool
-        self._clock = clock
+        self._clock = self.clock = clock
         self._sync = sync
         self.graceSeconds = graceSeconds
         self.registry = CollectorRegistry(auto_describe=False)
@@ -134,6 +145,7 @@ class AdminResource(Resource):
             (b"metrics", _Metrics),
         ]:
             self.putChild(name, leaf(self))
+        self.putChild(b"", StatusPage(self))
 
     def ready(self) -> tuple[bool, str]:
         """
@@ -141,6 +153,12 @@ class AdminResource(Resource):
         """
         if self._resolver.table is None:
             return False, "no route table loaded yet"
+        fleet = self.fleet
+        if fleet is not None and fleet.stale:
+            why = fleet.snapshot.describe()
+            if fleet.requireEtcd:
+                return False, f"not ready: {why} (--ready-requires-etcd)"
+            return True, f"ready, {why}"
         sync = self._sync
         if sync is None or sync.live:
             return True, "ready"
@@ -292,6 +310,7 @@ class ProxyCollector(Collector):
             )
 
         yield from _tunnelMetrics(self._resource.tunnels)
+        yield from clientMetrics(getattr(self._resource, "site", None))
 
         sync = self._sync
         if sync is None:
@@ -369,6 +388,7 @@ def adminListener(
     sync: Any,
     reactor: Any,
     checker: Any = None,
+    fleet: Any = None,
 ) -> IService:
     """
     The admin endpoint's listener.
@@ -382,6 +402,8 @@ def adminListener(
         sync,
         graceSeconds=options["ready-grace"],
         states=resource.states,
+        fleet=fleet,
+        metrics=resource.metrics if isinstance(resource.metrics, ProxyMetrics) else None,
     )
     site = AdminSite(admin, reactor=reactor)
     listener = Listener(options["admin"], site, reactor)

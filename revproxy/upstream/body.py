@@ -1,23 +1,65 @@
 # -*- test-case-name: tests.upstream.test_connection -*-
 """
-The request body sender: writes a spooled request body to an upstream
-connection as a pull producer, so that no more than a socket's worth of it
-is buffered in the proxy.
+The request body senders: L{BodyStream} writes a body that streams in from
+the client as it arrives, L{BodySender} a spooled one (a request from a
+plain twisted.web site) as a pull producer; either way no more than a
+socket's worth of it is buffered in the proxy.
 """
 
 from __future__ import annotations
 
 import io
 import os
-from typing import IO, TYPE_CHECKING
+from collections.abc import Callable
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
-from twisted.internet.interfaces import IPullProducer
+from twisted.internet.interfaces import IPullProducer, IPushProducer
 from zope.interface import implementer
 
 if TYPE_CHECKING:
     from revproxy.upstream.connection import UpstreamConnection
+    from revproxy.upstream.receiver import ResponseReceiver
 
-__all__ = ["BodySender", "BODY_CHUNK", "spooledBody"]
+__all__ = [
+    "BodySender",
+    "BodyStream",
+    "BODY_CHUNK",
+    "StreamingBody",
+    "sendBody",
+    "spooledBody",
+]
+
+
+class StreamingBody(Protocol):
+    """
+    A request body that streams in from the client (the client side's
+    L{revproxy.http.body.RequestBody}), as the upstream side sees it.
+    """
+
+    length: int
+    complete: bool
+
+    def attach(self, consumer: Any) -> None:
+        """
+        Give the body, from its first byte not yet consumed, to
+        C{consumer} (C{bodyData}, C{bodyEnded}, C{bodyFailed}).
+        """
+
+    def detach(self) -> None:
+        """
+        The consumer takes no more.
+        """
+
+    def pauseProducing(self) -> None:
+        """
+        The consumer cannot take more for now.
+        """
+
+    def resumeProducing(self) -> None:
+        """
+        The consumer can take more.
+        """
+
 
 BODY_CHUNK = 64 * 1024
 """How much of a spooled request body is read and written at a time."""
@@ -50,6 +92,11 @@ class BodySender:
         else:
             self._fd = os.dup(fd)
             self._remaining = os.fstat(self._fd).st_size
+
+    def start(self) -> None:
+        """
+        Nothing: the transport pulls.
+        """
 
     def resumeProducing(self) -> None:
         conn = self._connection
@@ -112,3 +159,113 @@ def spooledBody(
     if size <= small:
         return size, content.read()  # type: ignore[union-attr]
     return size, content
+
+
+_TRAILER_DROP = frozenset(
+    {b"content-length", b"transfer-encoding", b"host", b"trailer", b"connection", b"te"}
+)
+
+
+@implementer(IPushProducer)
+class BodyStream:
+    """
+    Writes a request body that streams in from the client
+    (L{revproxy.http.body.RequestBody}) to an upstream connection, as it
+    arrives: with its Content-Length as is, or chunked (with the client's
+    trailers).  It is the push producer of the upstream's transport, so a
+    full upstream socket pauses the client.
+
+    An upstream that answers early and keeps its connection open gets the
+    rest of the body as the client sends it (the connection is reusable
+    after); if the body then fails, the connection is dropped.
+    """
+
+    def __init__(
+        self,
+        connection: UpstreamConnection,
+        body: StreamingBody,
+        failed: Callable[[int, bytes], None],
+    ) -> None:
+        self._connection = connection
+        self._body = body
+        self._chunked = body.length < 0
+        self._failed = failed
+        self._closed = False
+
+    def start(self) -> None:
+        """
+        Take the body.
+        """
+        self._body.attach(self)
+
+    # BodyConsumer
+
+    def bodyData(self, data: bytes) -> None:
+        transport = self._connection.transport
+        if transport is None or self._closed:
+            return
+        if self._chunked:
+            transport.writeSequence((b"%x\r\n" % (len(data),), data, b"\r\n"))
+        else:
+            transport.write(data)
+
+    def bodyEnded(self, trailers: list[tuple[bytes, bytes]]) -> None:
+        transport = self._connection.transport
+        if transport is None or self._closed:
+            return
+        if self._chunked:
+            lines = [b"0\r\n"]
+            for name, value in trailers:
+                if name.lower() not in _TRAILER_DROP:
+                    lines.extend((name, b": ", value, b"\r\n"))
+            lines.append(b"\r\n")
+            transport.write(b"".join(lines))
+        self._connection.bodySent()
+
+    def bodyFailed(self, status: int, message: bytes) -> None:
+        if not self._closed:
+            self._connection.abort()
+            self._failed(status, message)
+
+    # IPushProducer
+
+    def pauseProducing(self) -> None:
+        self._body.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._body.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """
+        Take no more of the body.
+        """
+        if not self._closed:
+            self._closed = True
+            self._body.detach()
+
+
+def sendBody(
+    connection: UpstreamConnection,
+    body: IO[bytes] | StreamingBody,
+    receiver: ResponseReceiver,
+) -> BodySender | BodyStream:
+    """
+    Start sending C{body} (a stream from the client, or a spool) on
+    C{connection}, whose request head is written: return its sender,
+    registered as the producer of the connection's transport, to be
+    started once the connection holds it.  A stream that fails is
+    C{receiver}'s to handle.
+    """
+    transport = connection.transport
+    assert transport is not None
+    sender: BodySender | BodyStream
+    if hasattr(body, "attach"):
+        sender = BodyStream(connection, body, receiver.requestBodyFailed)  # type: ignore[arg-type]
+        transport.registerProducer(sender, True)  # type: ignore[attr-defined]
+    else:
+        sender = BodySender(connection, body)  # type: ignore[arg-type]
+        transport.registerProducer(sender, False)  # type: ignore[attr-defined]
+    return sender

@@ -16,8 +16,9 @@ for good and hands every later byte to its L{UpstreamTunnel}.
 
 Flow control: the receiver pauses and resumes the connection's transport
 (L{UpstreamConnection.pauseReading}/L{UpstreamConnection.resumeReading}),
-and request bodies larger than one write are sent by a pull producer
-(L{revproxy.upstream.body.BodySender}) registered on the transport, so
+and request bodies larger than one write are sent by a producer
+(L{revproxy.upstream.body.BodyStream}, L{revproxy.upstream.body.BodySender})
+registered on the transport, so
 neither direction buffers more than a socket's worth in the proxy.  The
 connections are kept in an L{revproxy.upstream.pool.UpstreamPool}.
 """
@@ -33,7 +34,7 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from zope.interface import alsoProvides
 
-from revproxy.upstream.body import BODY_CHUNK, BodySender
+from revproxy.upstream.body import BODY_CHUNK, BodySender, BodyStream, StreamingBody, sendBody
 from revproxy.upstream.receiver import (
     MalformedResponse,
     ResponseReceiver,
@@ -87,7 +88,7 @@ class UpstreamConnection(Protocol):
     _exchange: ResponseReceiver | None = None
     tunnel: UpstreamTunnel | None = None
     _upgrade = False
-    _sender: BodySender | None = None
+    _sender: BodySender | BodyStream | None = None
     _delayedIdle: IDelayedCall | None = None
     idleSince: float = 0.0
 
@@ -123,7 +124,7 @@ class UpstreamConnection(Protocol):
     def send(
         self,
         head: bytes,
-        body: bytes | IO[bytes] | None,
+        body: bytes | IO[bytes] | StreamingBody | None,
         exchange: ResponseReceiver,
         isHead: bool,
         upgrade: bool = False,
@@ -147,8 +148,8 @@ class UpstreamConnection(Protocol):
             transport.write(head + body if body else head)
         else:
             transport.write(head)
-            self._sender = BodySender(self, body)
-            transport.registerProducer(self._sender, False)  # type: ignore[attr-defined]
+            self._sender = sendBody(self, body, exchange)
+            self._sender.start()
 
     def bodySent(self) -> None:
         """

@@ -160,6 +160,11 @@ class _Check:
         """
         self._abort()
 
+    def requestBodyFailed(self, status: int, message: bytes) -> None:
+        """
+        Never called: a check sends no body.
+        """
+
     def exchangeFailed(self, reason: Failure, responseBytes: bool) -> None:
         self._conn = None
         if self._code == 0 and self._deadline is not None:

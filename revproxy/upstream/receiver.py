@@ -66,6 +66,13 @@ class ResponseReceiver(Protocol):
         or aborts it.  No other call follows.
         """
 
+    def requestBodyFailed(self, status: int, message: bytes) -> None:
+        """
+        The client's request body, which streams to the upstream, cannot be
+        completed: the request is abandoned, answered with C{status} if its
+        response has not begun.
+        """
+
     def exchangeFailed(self, reason: Failure, responseBytes: bool) -> None:
         """
         The request failed.  C{responseBytes} says whether any byte of a

@@ -397,3 +397,26 @@ class ReconnectTests(SynchronousTestCase):
         self.assertTrue(pending.called)
         self.assertEqual(h.clock.getDelayedCalls(), [])
 
+
+
+class OwnWriteTests(SynchronousTestCase):
+    def test_ownWriteRightAfterAdvances(self) -> None:
+        """
+        A write of the node's own (its record) at the revision right after
+        the applied one moves the applied revision to it; one further on
+        (another write came between) does not; route changes still apply.
+        """
+        h = Harness()
+        h.put("/hosts/a.com/10.0.0.1:80")
+        h.sync.startService()
+        applied = h.sync.revision
+        own = self.successResultOf(h.store.put(b"/nodes/n1", b"{}"))
+        h.sync.ownWrite(own)
+        self.assertEqual(h.sync.revision, own)
+        self.assertEqual(own, applied + 1)
+        h.store.put(b"/elsewhere/x", b"")
+        h.sync.ownWrite(self.successResultOf(h.store.put(b"/nodes/n1", b"{}")))
+        self.assertEqual(h.sync.revision, own)
+        h.put("/hosts/b.com/10.0.0.2:80")
+        self.assertEqual(h.hosts()["b.com"], ["10.0.0.2:80"])
+        self.assertEqual(h.sync.revision, h.store.revision)

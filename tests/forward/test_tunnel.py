@@ -193,9 +193,9 @@ class TunnelTests(SynchronousTestCase):
         """
         h = TunnelHarness()
         channel, client, conn, upstream = h.open()
-        channel.pauseProducing()
+        client.producer.pauseProducing()
         self.assertEqual(upstream.producerState, "paused")
-        channel.resumeProducing()
+        client.producer.resumeProducing()
         self.assertEqual(upstream.producerState, "producing")
         upstream.producer.pauseProducing()
         self.assertEqual(client.producerState, "paused")
