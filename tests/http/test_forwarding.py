@@ -284,6 +284,19 @@ class ForwardedElementTests(SynchronousTestCase):
         )
 
 
+class ErrorResponseTests(SynchronousTestCase):
+    def test_requestId(self) -> None:
+        """
+        The channel's refusals carry the request id they are given, and
+        none without one.
+        """
+        from revproxy.http.errors import errorResponse
+
+        head = errorResponse(400, "bad", 0.0, b"00ff00ff00ff00ff").split(b"\r\n\r\n")[0]
+        self.assertIn(b"\r\nX-Request-Id: 00ff00ff00ff00ff\r\n", head)
+        self.assertNotIn(b"x-request-id", errorResponse(400, "bad", 0.0).lower())
+
+
 class RequestIdTests(SynchronousTestCase):
     def test_unique(self) -> None:
         """

@@ -210,3 +210,20 @@ def test_bad_trusted_proxies_is_one_line():
     assert result.returncode == 2, output
     assert "Traceback" not in output
     assert "--trusted-proxies: 'banana' is not an IP network" in lastLine(output), output
+
+
+@pytest_twisted.ensureDeferred
+async def test_channel_refusal_has_request_id(tmp_path):
+    """A request the channel refuses (HTTP/1.2: 505) gets a new X-Request-Id, and the JSON log line of the refusal names it."""
+    responses, proc, up = await _session(
+        tmp_path, ["--log-format", "json"],
+        [b"GET / HTTP/1.2\r\nHost: blog.example.com\r\n\r\n"],
+    )
+    [refused] = responses
+    assert refused.code == 505
+    [rid] = refused.header(b"x-request-id")
+    assert ID.match(rid.decode()), rid
+    records = [json.loads(x) for x in proc.text().splitlines()[2:]]
+    [event] = [r for r in records if r["text"].startswith("refused a request")]
+    assert event["request_id"] == rid.decode()
+    assert up.requests == []
