@@ -16,14 +16,13 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.integration.upstreams import ProxyProcess
 
 __all__ = [
+    "Answer",
     "Exchange",
     "ProxyUnderTest",
     "RecordingUpstream",
@@ -455,15 +454,3 @@ def startProxy(args: list[str], outputDir: Path, timeout: float = 30.0) -> Proxy
         time.sleep(0.05)
     tail = "\n".join(process.text().splitlines()[-5:])
     return ProxyUnderTest(process, 0, f"twistd revproxy {' '.join(args)} did not start:\n{tail}")
-
-
-@contextmanager
-def running(args: list[str], outputDir: Path) -> Iterator[ProxyUnderTest]:
-    """
-    L{startProxy}, killed (by its pid) afterwards.
-    """
-    proxy = startProxy(args, outputDir)
-    try:
-        yield proxy
-    finally:
-        proxy.process.kill()

@@ -115,7 +115,38 @@ HOP = [
         200,
         forwarded(lacks(b"upgrade", b"http2-settings")),
     ),
+    Case(
+        "connection-x-forwarded-proto",
+        "hop-by-hop",
+        req(b"GET", b"/", b"Connection: X-Forwarded-Proto"),
+        200,
+        forwarded(headerIs(b"x-forwarded-proto", b"http")),
+    ),
+    Case(
+        "connection-x-request-id",
+        "hop-by-hop",
+        req(b"GET", b"/", b"Connection: X-Request-Id"),
+        200,
+        forwarded(lambda seen: _generatedId(seen, b"")),
+    ),
 ]
+
+
+def _forwardedParams(seen: list[Seen]) -> None:
+    """
+    Exactly one RFC 7239 Forwarded element, the proxy's: for= the client,
+    proto=http, host= the request's Host (values may be quoted).
+    """
+    values = seen[0].header(b"forwarded")
+    assert len(values) == 1 and b"," not in values[0], f"Forwarded upstream: {values}"
+    params = {}
+    for pair in values[0].split(b";"):
+        name, _, value = pair.strip().partition(b"=")
+        params[name.lower()] = value.strip(b'"')
+    assert params.get(b"for") == b"127.0.0.1", f"Forwarded upstream: {values}"
+    assert params.get(b"proto") == b"http", f"Forwarded upstream: {values}"
+    assert params.get(b"host") == HOST, f"Forwarded upstream: {values}"
+
 
 FORWARDING = [
     Case(
@@ -183,6 +214,14 @@ FORWARDING = [
         200,
         forwarded(headerIs(b"x-request-id", b"from-the-edge-1")),
         proxy="trusted",
+    ),
+    Case(
+        "forwarded-option",
+        "forwarding",
+        req(b"GET", b"/", b"Forwarded: for=1.2.3.4;proto=https"),
+        200,
+        forwarded(_forwardedParams),
+        proxy="forwarded",
     ),
     Case(
         "underscore-allowed",

@@ -12,12 +12,12 @@ accepted one exactly the requests sent, with one Host, one framing, no
 smuggled request, no underscore header, no forwarding header a client
 made up.
 
-Five proxies serve the battery, each started on first use and killed at
+Six proxies serve the battery, each started on first use and killed at
 the end of the module: C{default} (only C{--route}: every default limit),
 C{limits} (C{--max-body-size 1024 --max-headers 20 --header-timeout 1
 --body-timeout 1}), C{trusted} (C{--trusted-proxies 127.0.0.1/32}),
-C{underscore} (C{--allow-underscore-headers}) and C{maxconn}
-(C{--max-connections 4}).
+C{underscore} (C{--allow-underscore-headers}), C{maxconn}
+(C{--max-connections 4}) and C{forwarded} (C{--forwarded}).
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ PROXY_ARGS = {
     "trusted": ["--trusted-proxies", "127.0.0.1/32"],
     "underscore": ["--allow-underscore-headers"],
     "maxconn": ["--max-connections", "4"],
+    "forwarded": ["--forwarded"],
 }
 
 
@@ -280,3 +281,16 @@ def test_max_connections(battery: Battery) -> None:
     finally:
         for s in held:
             s.close()
+
+
+def test_request_id_round_trip(battery: Battery) -> None:
+    """The X-Request-Id the upstream gets is returned to the client, and two requests get two ids."""
+    proxy = battery.proxy("default")
+    battery.upstream.reset()
+    got = exchange(proxy.port, req(b"GET", b"/id1") + req(b"GET", b"/id2"), answers=2)
+    assert got.statuses == [200, 200], got.describe()
+    upstreamIds = [r.header(b"x-request-id") for r in battery.upstream.requests()]
+    clientIds = [a.header(b"x-request-id") for a in got.answers]
+    assert clientIds == upstreamIds, (clientIds, upstreamIds)
+    assert all(len(ids) == 1 and ids[0] for ids in clientIds), clientIds
+    assert clientIds[0] != clientIds[1], clientIds

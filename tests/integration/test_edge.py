@@ -20,14 +20,10 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
-from tests.integration.test_proxy import (  # noqa: F401 -- the fixture
-    Cleanup,
-    cleanup,
-    client,
-    proxy,
-    upstream,
-    wait,
-)
+from tests.integration import test_proxy as harness
+from tests.integration.test_proxy import Cleanup, client, proxy, upstream, wait
+
+cleanup = harness.cleanup  # the fixture
 from tests.integration.upstreams import request
 
 HOST = b"blog.example.com"

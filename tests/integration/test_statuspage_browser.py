@@ -82,7 +82,6 @@ def severe(browser: Any) -> list[dict[str, Any]]:
 @pytest_twisted.ensureDeferred
 async def test_status_page_in_chromium(browser: Any, etcd: EtcdMember, tmp_path: Path) -> None:
     """The status page loads in Chromium with no console error, shows a route added by revproxyctl within its refresh interval, and shows its upstream going down."""
-    from selenium.webdriver.common.by import By
 
     upstream = await UpstreamServer(echo).start()
     node = await Node(
@@ -100,8 +99,17 @@ async def test_status_page_in_chromium(browser: Any, etcd: EtcdMember, tmp_path:
         assert await deferToThread(severe, browser) == []
         row = f'tr[data-host="web.example.com"][data-upstream="{upstream.address}"]'
 
+        # The page replaces its content on every refresh: each read is one
+        # script, so that no element goes stale between finding and reading.
+        def query(script: str, selector: str) -> Any:
+            return browser.execute_script(
+                "const e = document.querySelector(arguments[0]);"
+                " return e ? " + script + " : null;",
+                selector,
+            )
+
         def rows() -> list[Any]:
-            return list(browser.find_elements(By.CSS_SELECTOR, row))
+            return [1] if query("true", row) else []
 
         assert await deferToThread(rows) == []
         added = await run(etcd, "add", "web.example.com", upstream.address, "--wait")
@@ -109,19 +117,16 @@ async def test_status_page_in_chromium(browser: Any, etcd: EtcdMember, tmp_path:
         took = await poll(lambda: bool(rows()), REFRESH_SECONDS + 1.5, "the new route on the page")
         print(f"route on the page {took:.2f}s after add --wait returned")
         # The node's own record is on the page too, with its admin URL.
-        text = await deferToThread(lambda: browser.find_element(By.ID, "nodes").text)
+        text = await deferToThread(query, "e.innerText", "#nodes")
         assert node.id in text, text
 
         def state() -> str | None:
-            found = rows()
-            return found[0].get_attribute("data-state") if found else None
+            return query("e.getAttribute('data-state')", row)  # type: ignore[no-any-return]
 
         await poll(lambda: state() == "up", 5, "the upstream up")
         await upstream.stop()
         await poll(lambda: state() == "down", 5, "the upstream shown down")
-        cell = await deferToThread(
-            lambda: browser.find_element(By.CSS_SELECTOR, row + " td.down").text
-        )
+        cell = await deferToThread(query, "e.innerText", row + " td.down")
         assert cell == "down"
         errors = await deferToThread(severe, browser)
         assert errors == [], errors
