@@ -24,6 +24,7 @@ from revproxy.ops.logwriter import (
     openLineWriter,
 )
 from revproxy.tap import Options
+from tests.ops.tempdirs import temporary
 
 
 class _File(io.BytesIO):
@@ -135,7 +136,7 @@ class LineWriterTests(SynchronousTestCase):
         Reopening writes what is held to the old file, then appends to the
         path anew (after logrotate moved the old one).
         """
-        path = Path(self.mktemp())
+        path = Path(temporary(self))
         writer = openLineWriter(Clock(), str(path))
         writer.startService()
         writer.write("one\n")
@@ -198,7 +199,7 @@ class DestinationTests(SynchronousTestCase):
         --no-access-log is nowhere.
         """
         self.assertEqual(_options("--access-log", "-")["access-log"], "-")
-        path = Path(self.mktemp()).absolute()
+        path = Path(temporary(self)).absolute()
         self.assertEqual(_options("--access-log", str(path))["access-log"], str(path))
         self.assertIsNone(_options("--no-access-log")["access-log"])
 
