@@ -11,6 +11,7 @@ variable the value came from.  Nothing here imports C{twisted.internet}.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 
 from revproxy.routing.address import RouteError, parseUpstream
@@ -20,6 +21,7 @@ __all__ = [
     "parseCount",
     "parseEtcdEndpoints",
     "parseKeyPrefix",
+    "parseNetworks",
     "parsePositiveCount",
     "parseSeconds",
 ]
@@ -98,3 +100,34 @@ def parseKeyPrefix(text: str) -> str:
     if not text.startswith("/"):
         raise ConfigError(f"{text!r} must start with /")
     return text if text.endswith("/") else text + "/"
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parseNetworks(text: str) -> tuple[tuple[IPNetwork, ...], bool]:
+    """
+    A comma-separated list of IPv4 and IPv6 networks in CIDR notation
+    (C{10.0.0.0/8}, C{2001:db8::/32}) or bare addresses (a network of one),
+    and the word C{unix} for every peer on a Unix socket: the networks and
+    whether C{unix} was given.  An empty text is no network.
+    """
+    networks: list[IPNetwork] = []
+    unix = False
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if part == "unix":
+            unix = True
+            continue
+        try:
+            network = ipaddress.ip_network(part, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"{part!r} is not an IP network (CIDR like 10.0.0.0/8 or "
+                "2001:db8::/32), an IP address or unix"
+            ) from None
+        if network not in networks:
+            networks.append(network)
+    return tuple(networks), unix

@@ -32,8 +32,9 @@ from revproxy.forward.options import (
     optionSecondsOrZero,
     optionValue,
 )
-from revproxy.ops.accesslog import AccessLogger
+from revproxy.ops.accesslog import accessLoggerFor
 from revproxy.ops.fleet import FLEET_FLAGS, FLEET_PARAMETERS, checkFleetOptions
+from revproxy.ops.logwriter import accessLogDestination
 from revproxy.routing.balancing import POLICIES, policyNamed
 from revproxy.ops.drain import DrainService
 from revproxy.ops.logs import LOG_FORMATS, JSONLogging
@@ -55,6 +56,12 @@ from revproxy.routing import (
 )
 from revproxy.http.options import SERVER_PARAMETERS, checkServerOptions, serverLimits
 from revproxy.http.server import ProxySite
+from revproxy.http.trustoptions import (
+    TRUST_FLAGS,
+    TRUST_PARAMETERS,
+    checkTrustOptions,
+    forwardingPolicy,
+)
 from revproxy.upstream.health import HealthChecker, HealthSettings
 from revproxy.upstream.pool import UpstreamPool
 from revproxy.upstream.state import PassiveHealth, UpstreamStates
@@ -169,6 +176,7 @@ class Options(usage.Options):
     optFlags = [
         ["no-access-log", None, "Do not log one line per request."],
         *HEALTH_FLAGS,
+        *TRUST_FLAGS,
         *FLEET_FLAGS,
     ]
 
@@ -193,12 +201,14 @@ class Options(usage.Options):
         ["tunnel-idle-timeout", None, "3600", "Seconds a tunnel (after a 101, e.g. a WebSocket) may carry no byte either way before it is closed."],
         ["tunnel-drain-timeout", None, "0", "Seconds a tunnel to an upstream removed from its host's route lives on; 0 for as long as it lasts."],
         ["upstream-ca", None, None, "PEM file of the CA certificates that https upstreams are verified against (default: the system's)."],
+        ["access-log", None, None, "Access log to FILE (appended to, reopened on SIGHUP) or - (standard output); default: standard output if twistd logs there, else twistd's log."],
         ["log-format", None, "text", "Log format: text (human-readable) or json (one JSON object per line)."],
         ["admin", None, None, "Serve /healthz, /readyz, /routes and /metrics on this strports ENDPOINT, e.g. tcp:9901:interface=127.0.0.1."],
         ["ready-grace", None, "30", "Seconds /readyz stays 200 after the etcd watch is lost."],
         ["workers", None, "1", "Worker processes serving the listeners, or 'auto' for one per CPU; above 1, a parent supervises them."],
         *HEALTH_PARAMETERS,
         *SERVER_PARAMETERS,
+        *TRUST_PARAMETERS,
         *FLEET_PARAMETERS,
     ]
 
@@ -288,6 +298,8 @@ class Options(usage.Options):
         self["pool-size"] = optionCount("--pool-size", self["pool-size"])
         checkHealthOptions(self)
         checkServerOptions(self)
+        checkTrustOptions(self)
+        self["access-log"] = accessLogDestination(self)
         if self["admin"] is not None:
             _checkEndpoint("--admin", self["admin"])
         self["upstream-trust"] = (
@@ -443,7 +455,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         ))
         resolver.addObserver(checker)
         checker.setServiceParent(root)
-    accessLog = None if options["no-access-log"] else AccessLogger(reactor)
+    accessLog = accessLoggerFor(options, reactor, root, reloaders)
     tunnels = TunnelRegistry(
         reactor,
         idleTimeout=options.get("tunnel-idle-timeout", 3600.0),
@@ -465,6 +477,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         failOn5xx=bool(options.get("fail-on-5xx")),
         hashKey=options.get("hash-key-function"),
         tunnels=tunnels,
+        forwarding=forwardingPolicy(options),
     )
     site = resource.site = ProxySite(resource, reactor=reactor, limits=serverLimits(options))
     site.timeOut = options["idle-timeout"]

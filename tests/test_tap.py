@@ -137,8 +137,8 @@ class MakeServiceTests(SynchronousTestCase):
 
     def test_tree(self) -> None:
         """
-        The service tree holds the resolver, the pool, the drain and one
-        listener per --listen, each named.
+        The service tree holds the resolver, the pool, the access log's
+        writer, the drain and one listener per --listen, each named.
         """
         service, reactor = self._service(
             "--port", "3000", "--listen", "tcp:3001", "--route", "a=h:1"
@@ -147,7 +147,8 @@ class MakeServiceTests(SynchronousTestCase):
         names = [s.name for s in service]
         self.assertEqual(
             names,
-            ["route-resolver", "upstream-pool", "drain", "sighup", "listen tcp:3000", "listen tcp:3001"],
+            ["route-resolver", "upstream-pool", "access-log", "drain", "sighup",
+             "listen tcp:3000", "listen tcp:3001"],
         )
         resolver = service.getServiceNamed("route-resolver")
         self.assertIsInstance(resolver, RouteResolver)
@@ -371,4 +372,5 @@ class RoutesFileOptionTests(SynchronousTestCase):
         names = [s.name for s in service]  # type: ignore[attr-defined]
         self.assertIn("routes-file", names)
         hangup = service.getServiceNamed("sighup")  # type: ignore[attr-defined]
-        self.assertEqual(len(hangup.reloaders), 2)  # the file and the log files
+        # the file, the access log and twistd's log files
+        self.assertEqual(len(hangup.reloaders), 3)

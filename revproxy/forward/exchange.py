@@ -124,7 +124,7 @@ class Exchange(Attempts):
             request.watcher = self
         else:
             request.notifyFinish().addErrback(self.clientGone)
-        self._headers = forwardedHeaderLines(request, self._rawHost)
+        self._headers = forwardedHeaderLines(request, self._rawHost, self._resource.forwarding)
         upgrade = requestedUpgrade(request)
         self._upgrade = upgrade is not None
         if upgrade is not None:

@@ -32,6 +32,7 @@ from revproxy.forward.reporting import AccessLog, RequestMetrics
 from revproxy.forward.retry import STANDARD_RETRY, RetryPolicy
 from revproxy.forward.tunnel import TunnelRegistry
 from revproxy.http.errors import DateCache, respondWithError
+from revproxy.http.forwarding import DEFAULT_POLICY, ForwardingPolicy, assignRequestId
 from revproxy.routing import RouteError, normalizeRequestHost
 from revproxy.routing.resolver import NoRouteTable, RouteResolver
 from revproxy.upstream.pool import UpstreamPool
@@ -60,6 +61,8 @@ class RoutingProxyResource(ReverseProxyResource):
     @param failOn5xx: whether a 502, 503 or 504 from an upstream counts as
         its failure (C{--fail-on-5xx}).
     @param hashKey: the request key of the C{hash} policy.
+    @param forwarding: whose forwarding headers are believed, and which
+        are sent (L{revproxy.http.forwarding}).
     @param tunnels: the registry of open tunnels; by default a new one
         (with the default timeouts, logging ends to C{accessLog}'s
         C{tunnelEnded} if it has one) that observes C{resolver}.
@@ -92,6 +95,7 @@ class RoutingProxyResource(ReverseProxyResource):
         failOn5xx: bool = False,
         hashKey: HashKey | None = None,
         tunnels: TunnelRegistry | None = None,
+        forwarding: ForwardingPolicy = DEFAULT_POLICY,
     ) -> None:
         # ReverseProxyResource's own state is the one upstream it proxies
         # to: we have none (each request's upstream comes from the route
@@ -105,6 +109,7 @@ class RoutingProxyResource(ReverseProxyResource):
             tunnels = TunnelRegistry(reactor, log=getattr(accessLog, "tunnelEnded", None))
             resolver.addObserver(tunnels)
         self.tunnels = tunnels
+        self.forwarding = forwarding
         self.resolver = resolver
         self.pool = pool
         self.reactor = reactor
@@ -129,8 +134,10 @@ class RoutingProxyResource(ReverseProxyResource):
     def render(self, request: Request) -> int:
         """
         Route and forward C{request}; answer 4xx/5xx for requests that cannot
-        be routed.
+        be routed.  Every request gets its id first, so that every answer
+        carries it.
         """
+        assignRequestId(request, self.forwarding)
         hosts = request.requestHeaders.getRawHeaders(b"host")
         rawHost = hosts[0] if hosts else b""
         try:

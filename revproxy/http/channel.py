@@ -39,6 +39,7 @@ from zope.interface import alsoProvides
 
 from revproxy.http.body import RequestBody
 from revproxy.http.errors import errorResponse
+from revproxy.http.forwarding import DEFAULT_POLICY, requestIdOf
 from revproxy.http.limits import ServerLimits
 from revproxy.http.parser import NO_BODY, ParsedHead, RequestError, RequestParser
 
@@ -252,11 +253,17 @@ class ProxyChannel(Protocol):
         self._closing = True
         self._cancelTimer()
         peer = self.getPeer()
+        # The request's id (revproxy.http.forwarding) if the resource gave
+        # it one, else a new one, for the refusal and its log line.
+        rid = requestIdOf(self._reading) if self._reading is not None else None
+        if rid is None:
+            rid = getattr(self.site.resource, "forwarding", DEFAULT_POLICY).newRequestId()
         log.info(
             "refused a request from {client}: {status} {reason}",
             client=getattr(peer, "host", str(peer)),
             status=status,
             reason=message,
+            request_id=rid.decode("ascii"),
         )
         request = self._reading
         self._reading = None
@@ -275,7 +282,7 @@ class ProxyChannel(Protocol):
             return
         if request is not None:
             self.requests.remove(request)
-        self._refused = errorResponse(status, message, self._clock.seconds())
+        self._refused = errorResponse(status, message, self._clock.seconds(), rid)
         self.site.requestRefused(status)
         if not self.requests:
             self._writeRefusal()

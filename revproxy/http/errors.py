@@ -53,14 +53,18 @@ def respondWithError(request: Request, code: int, message: bytes, date: bytes) -
     request.finish()
 
 
-def errorResponse(status: int, message: str, now: float) -> bytes:
+def errorResponse(
+    status: int, message: str, now: float, requestId: bytes | None = None
+) -> bytes:
     """
-    A complete plain-text error response that closes the connection.
+    A complete plain-text error response that closes the connection, with
+    the request's id as X-Request-Id if it has one.
     """
     body = message.encode("latin-1", "replace") + b"\n"
     return b"".join(
         (
             b"HTTP/1.1 %d %s\r\n" % (status, RESPONSES.get(status, b"Error")),
+            b"X-Request-Id: " + requestId + b"\r\n" if requestId else b"",
             b"Date: ",
             datetimeToString(int(now)),
             b"\r\nContent-Type: text/plain; charset=utf-8\r\n"

@@ -7,13 +7,22 @@ response fields reach the client, and the request target sent upstream.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 
+from revproxy.http.forwarding import (
+    DEFAULT_POLICY,
+    FORWARDING_HEADERS,
+    ForwardingPolicy,
+    forwardedElement,
+    requestIdOf,
+)
+
 __all__ = [
     "HOP_BY_HOP",
+    "PROTECTED",
     "REQUEST_DROP",
     "RESPONSE_DROP",
     "connectionTokens",
@@ -42,17 +51,17 @@ HOP_BY_HOP = frozenset(
 and h2c's connection-specific C{HTTP2-Settings}), never forwarded in either
 direction (an upgrade request's C{Upgrade}: L{revproxy.http.upgrade})."""
 
-REQUEST_DROP = HOP_BY_HOP | {
-    b"content-length",
-    b"expect",
-    b"x-forwarded-for",
-    b"x-forwarded-host",
-    b"x-forwarded-proto",
-}
+REQUEST_DROP = HOP_BY_HOP | FORWARDING_HEADERS | {b"content-length", b"expect"}
 """Request fields that the proxy sets itself instead of forwarding."""
 
-RESPONSE_DROP = HOP_BY_HOP
-"""Response fields that never reach the client."""
+PROTECTED = FORWARDING_HEADERS | {b"host", b"content-length", b"transfer-encoding"}
+"""Fields that C{Connection} cannot make hop-by-hop: C{Connection: Host}
+must not strip the Host, nor C{Connection: X-Forwarded-For} a trusted
+proxy's forwarding headers."""
+
+RESPONSE_DROP = HOP_BY_HOP | {b"x-request-id"}
+"""Response fields that never reach the client (the proxy sets the
+request's own X-Request-Id: L{revproxy.http.forwarding.assignRequestId})."""
 
 def connectionTokens(values: Sequence[bytes] | None) -> frozenset[bytes]:
     """
@@ -65,45 +74,105 @@ def connectionTokens(values: Sequence[bytes] | None) -> frozenset[bytes]:
     )
 
 
-def forwardedHeaderLines(request: Request, rawHost: bytes) -> list[bytes]:
+def forwardedHeaderLines(
+    request: Request, rawHost: bytes, policy: ForwardingPolicy = DEFAULT_POLICY
+) -> list[bytes]:
     """
     The header lines, each ending with CRLF, that the upstream gets for
-    C{request}: its end-to-end fields in order and with repetitions, then
-    X-Forwarded-For (the client's address appended to the one it sent),
-    X-Forwarded-Host (C{rawHost}, if any) and X-Forwarded-Proto.
+    C{request}: its end-to-end fields in order and with repetitions (less
+    those named with an underscore, unless C{policy} allows them), then the
+    forwarding headers (L{revproxy.http.forwarding}): X-Forwarded-For (the
+    client's address, appended to the one a trusted peer sent),
+    X-Forwarded-Host (C{rawHost}, if any), X-Forwarded-Proto and
+    X-Forwarded-Port (what the proxy saw, or what a trusted peer sent),
+    a trusted peer's X-Real-IP, Forwarded (a trusted peer's, and this
+    proxy's element if C{policy.forwarded}) and X-Request-Id.
     """
     headers = request.requestHeaders
     drop = REQUEST_DROP
     connection = headers.getRawHeaders(b"connection")
-    extra = connectionTokens(connection) if connection else None
+    extra = connectionTokens(connection) - PROTECTED if connection else None
+    underscore = not policy.allowUnderscore
+    client = request.getClientAddress()
+    trusted = policy.isTrusted(client)
     lines: list[bytes] = []
     append = lines.append
-    forwardedFor: list[bytes] | None = None
+    sent: dict[bytes, bytes] = {}
     for name, values in headers.getAllRawHeaders():
         lname = name.lower()
-        if lname in drop or (extra and lname in extra):
-            if lname == b"x-forwarded-for":
-                forwardedFor = list(values)
+        if lname in drop or (extra and lname in extra) or (underscore and b"_" in name):
+            if trusted and lname in FORWARDING_HEADERS:
+                sent[lname] = b", ".join(values)
             continue
         for value in values:
             append(name + b": " + value + b"\r\n")
-    client = request.getClientAddress()
     clientHost = getattr(client, "host", None)
+    forwardedFor = sent.get(b"x-forwarded-for")
     if clientHost is not None:
         ip = clientHost.encode("ascii")
-        if forwardedFor:
-            ip = b", ".join(forwardedFor) + b", " + ip
-        append(b"X-Forwarded-For: " + ip + b"\r\n")
+        append(
+            b"X-Forwarded-For: " + forwardedFor + b", " + ip + b"\r\n"
+            if forwardedFor
+            else b"X-Forwarded-For: " + ip + b"\r\n"
+        )
     elif forwardedFor:
-        append(b"X-Forwarded-For: " + b", ".join(forwardedFor) + b"\r\n")
-    if rawHost:
-        append(b"X-Forwarded-Host: " + rawHost + b"\r\n")
-    append(
-        b"X-Forwarded-Proto: https\r\n"
-        if request.isSecure()
-        else b"X-Forwarded-Proto: http\r\n"
-    )
+        append(b"X-Forwarded-For: " + forwardedFor + b"\r\n")
+    if sent:
+        _trustedLines(append, sent, rawHost, request)
+    else:
+        if rawHost:
+            append(b"X-Forwarded-Host: " + rawHost + b"\r\n")
+        append(
+            b"X-Forwarded-Proto: https\r\n"
+            if request.isSecure()
+            else b"X-Forwarded-Proto: http\r\n"
+        )
+        port = getattr(request.getHost(), "port", None)
+        if port is not None:
+            append(b"X-Forwarded-Port: %d\r\n" % (port,))
+    if policy.forwarded:
+        element = forwardedElement(
+            client, request.getHost(), rawHost, request.isSecure()
+        )
+        previous = sent.get(b"forwarded")
+        append(
+            b"Forwarded: " + (previous + b", " + element if previous else element)
+            + b"\r\n"
+        )
+    elif b"forwarded" in sent:
+        append(b"Forwarded: " + sent[b"forwarded"] + b"\r\n")
+    rid = requestIdOf(request)
+    if rid is not None:
+        append(b"X-Request-Id: " + rid + b"\r\n")
     return lines
+
+
+def _trustedLines(
+    append: Callable[[bytes], None],
+    sent: dict[bytes, bytes],
+    rawHost: bytes,
+    request: Request,
+) -> None:
+    """
+    X-Forwarded-Host, -Proto and -Port as a trusted peer sent them, or as
+    the proxy saw them where it sent none; its X-Real-IP.
+    """
+    host = sent.get(b"x-forwarded-host") or rawHost
+    if host:
+        append(b"X-Forwarded-Host: " + host + b"\r\n")
+    proto = sent.get(b"x-forwarded-proto") or (
+        b"https" if request.isSecure() else b"http"
+    )
+    append(b"X-Forwarded-Proto: " + proto + b"\r\n")
+    port = sent.get(b"x-forwarded-port")
+    if port is None:
+        local = getattr(request.getHost(), "port", None)
+        port = None if local is None else b"%d" % (local,)
+    if port:
+        append(b"X-Forwarded-Port: " + port + b"\r\n")
+    realIP = sent.get(b"x-real-ip")
+    if realIP:
+        append(b"X-Real-IP: " + realIP + b"\r\n")
 
 
 def relayResponseHeaders(out: Headers, headers: list[tuple[bytes, bytes]]) -> bool:

@@ -210,8 +210,17 @@ def workerOptions(options: Mapping[str, Any], worker: WorkerEnvironment) -> dict
     """
     _dieWithParent(worker.parentPid)
     nodeId = options.get("node-id")
+    access = options.get("access-log")
+    if access == "-":
+        # The batched writer's 64 KiB writes to a shared standard output
+        # could mix with other workers' lines and would not name the
+        # worker: through the log, one tagged line per write.
+        from revproxy.ops.logwriter import THROUGH_LOGGING
+
+        access = THROUGH_LOGGING
     return {
         **options,
+        "access-log": access,
         # Each worker is a node of the fleet (it applies routes on its own).
         "node-id": None if nodeId is None else f"{nodeId}-w{worker.number}",
         "log-format": "text",

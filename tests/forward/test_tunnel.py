@@ -139,8 +139,9 @@ class UpgradeRequestTests(SynchronousTestCase):
 class TunnelTests(SynchronousTestCase):
     def test_relaysBothWays(self) -> None:
         """
-        The client gets the 101 with the upstream's fields, then bytes flow
-        both ways, including those each side sent with its head.
+        The client gets the 101 with the upstream's fields and its request
+        id, then bytes flow both ways, including those each side sent with
+        its head.
         """
         h = TunnelHarness()
         channel, client = h.connect(UPGRADE + b"early")
@@ -151,8 +152,11 @@ class TunnelTests(SynchronousTestCase):
         lines = head.split(b"\r\n")
         self.assertEqual(lines[0], b"HTTP/1.1 101 Switching Protocols")
         fields = {line.lower() for line in lines[1:]}
+        ids = {f for f in fields if f.startswith(b"x-request-id: ")}
+        self.assertEqual(len(ids), 1, fields)
+        self.assertEqual(len(ids.pop()), len(b"x-request-id: ") + 16)
         self.assertEqual(
-            fields,
+            fields - {f for f in fields if f.startswith(b"x-request-id: ")},
             {b"upgrade: websocket", b"connection: upgrade", b"sec-websocket-accept: a"},
         )
         self.assertEqual(rest, b"hello")

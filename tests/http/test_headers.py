@@ -65,9 +65,10 @@ class RulesTests(SynchronousTestCase):
 class ForwardedHeaderLinesTests(SynchronousTestCase):
     def test_forwardingHeaders(self) -> None:
         """
-        End-to-end fields are kept in order with repetitions; the client's
-        address is appended to X-Forwarded-For; X-Forwarded-Host and -Proto
-        are set.
+        End-to-end fields are kept in order with repetitions; from an
+        untrusted client (the default) X-Forwarded-For is the client's
+        address alone; X-Forwarded-Host, -Proto and -Port are what the
+        proxy saw.
         """
         request = _request(
             [
@@ -84,9 +85,10 @@ class ForwardedHeaderLinesTests(SynchronousTestCase):
                 b"Host: a.com\r\n",
                 b"X-Multi: 1\r\n",
                 b"X-Multi: 2\r\n",
-                b"X-Forwarded-For: 1.2.3.4, 192.0.2.7\r\n",
+                b"X-Forwarded-For: 192.0.2.7\r\n",
                 b"X-Forwarded-Host: a.com\r\n",
                 b"X-Forwarded-Proto: http\r\n",
+                b"X-Forwarded-Port: 80\r\n",
             ],
         )
 
@@ -108,20 +110,33 @@ class ForwardedHeaderLinesTests(SynchronousTestCase):
         self.assertEqual(lines[0], b"X-Kept: k\r\n")
         self.assertEqual(
             [line.split(b":")[0] for line in lines[1:]],
-            [b"X-Forwarded-For", b"X-Forwarded-Proto"],
+            [b"X-Forwarded-For", b"X-Forwarded-Proto", b"X-Forwarded-Port"],
         )
 
     def test_noClientHost(self) -> None:
         """
-        A client without an IP address (a Unix socket) leaves
-        X-Forwarded-For as it was sent; a secure request is https.
+        A client without an IP address (a Unix socket) is not trusted: the
+        X-Forwarded-For it sent is not forwarded and none is made; a secure
+        request is https.
         """
         request = _request(
             [(b"X-Forwarded-For", b"1.2.3.4")], client=UNIXAddress(b"/s"), secure=True
         )
         self.assertEqual(
             forwardedHeaderLines(request, b""),
-            [b"X-Forwarded-For: 1.2.3.4\r\n", b"X-Forwarded-Proto: https\r\n"],
+            [b"X-Forwarded-Proto: https\r\n", b"X-Forwarded-Port: 80\r\n"],
+        )
+        request = _request(
+            [(b"X-Forwarded-For", b"1.2.3.4")], client=IPv4Address("TCP", "192.0.2.7", 1),
+            secure=True,
+        )
+        self.assertEqual(
+            forwardedHeaderLines(request, b""),
+            [
+                b"X-Forwarded-For: 192.0.2.7\r\n",
+                b"X-Forwarded-Proto: https\r\n",
+                b"X-Forwarded-Port: 80\r\n",
+            ],
         )
 
 

@@ -159,9 +159,11 @@ def noTraceback(r: Response) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_routed_request_keeps_path_query_and_host(cleanup):
-    """A routed request reaches its upstream with path, query and Host untouched and X-Forwarded-* set."""
+    """A routed request reaches its upstream with path, query and Host untouched and X-Forwarded-* set (a trusted peer's X-Forwarded-For kept and appended to)."""
     up = await upstream(cleanup)
-    port, _ = await proxy(cleanup, "--route", f"blog.example.com={up.address}")
+    port, _ = await proxy(
+        cleanup, "--route", f"blog.example.com={up.address}", "--trusted-proxies", "127.0.0.1"
+    )
     c = await client(cleanup, port)
     target = b"/a/b%20c/../d;p?x=1&y=%2F&y=2#"
     r = await c.get(target, b"blog.example.com", b"X-Forwarded-For: 10.0.0.1, 10.0.0.2")
