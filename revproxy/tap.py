@@ -32,6 +32,7 @@ from revproxy.forward.options import (
     optionSecondsOrZero,
     optionValue,
 )
+from revproxy.ops import workers
 from revproxy.ops.accesslog import accessLoggerFor
 from revproxy.ops.fleet import FLEET_FLAGS, FLEET_PARAMETERS, checkFleetOptions
 from revproxy.ops.logwriter import accessLogDestination
@@ -338,9 +339,7 @@ class Options(usage.Options):
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
         checkFleetOptions(self)
-        from revproxy.ops.workers import checkWorkerOptions
-
-        checkWorkerOptions(self)
+        workers.checkWorkerOptions(self)
 
 
 def _etcdServices(options: Options | dict[str, Any], resolver: RouteResolver,
@@ -371,8 +370,6 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         from twisted.internet import reactor as _reactor
 
         reactor = _reactor
-    from revproxy.ops import workers
-
     worker = workers.workerEnvironment()
     if worker is not None:  # a worker of a parent: its sockets, admin, logs
         options = workers.workerOptions(options, worker)

@@ -408,7 +408,7 @@ def parentLogOutput(logFormat: str) -> Any:
     from twisted.logger import globalLogPublisher
 
     from revproxy._compat import logFilesOf
-    from revproxy.ops.logs import realStdout
+    from revproxy.ops.logs import _realStdout as realStdout
 
     files = logFilesOf(globalLogPublisher) if logFormat != "json" else []
     if files:
