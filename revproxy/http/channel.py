@@ -423,6 +423,20 @@ class ProxyChannel(Protocol):
         self.unregisterProducer()
         transport.loseConnection()
 
+    def drain(self, grace: float) -> None:
+        """
+        Close for a shutdown: after the response in progress, or, if the
+        connection is idle, after C{grace} seconds in which a request
+        already on its way is still answered (with C{Connection: close}),
+        so that a client that sent one as the drain began does not see the
+        connection closed under it.
+        """
+        self._persistent = False
+        if self.tunnel is not None or self._closing:
+            self.loseConnection()
+        elif self._dispatched is None and not self.requests and self._state == _IDLE:
+            self._setDeadline(_IDLE, grace)
+
     def forceAbortClient(self) -> None:
         if self.transport is not None:
             self.transport.abortConnection()  # type: ignore[attr-defined]

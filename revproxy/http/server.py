@@ -175,6 +175,10 @@ class ProxySite(Site):
 
     noisy = False
     displayTracebacks = False
+    drainGrace = 0.25
+    """Seconds an idle connection is still read when the site closes its
+    connections: a request already on its way is answered, then the
+    connection closes."""
 
     def __init__(
         self, resource: Any, *args: Any, limits: ServerLimits | None = None, **kwargs: Any
@@ -218,13 +222,14 @@ class ProxySite(Site):
     def closeConnections(self) -> Deferred[None]:
         """
         Close every client connection once what is buffered for it has been
-        written (a connection with a request in progress, once it is
-        answered); fire when all are closed.
+        written: a connection with a request in progress once it is
+        answered, an idle one after L{drainGrace} (answering a request that
+        arrives meanwhile first); fire when all are closed.
         """
         if not self.channels:
             return succeed(None)
         d: Deferred[None] = Deferred()
         self._allClosed.append(d)
         for channel in list(self.channels):
-            channel.loseConnection()
+            channel.drain(self.drainGrace)
         return d

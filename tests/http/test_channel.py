@@ -532,3 +532,40 @@ class UpgradeTests(SynchronousTestCase):
         self.assertTrue(upstream.value().endswith(b"\r\n\r\nfirst second"))
         self.assertTrue(client.value().startswith(b"HTTP/1.1 101 "))
         self.assertEqual(client.producerState, "producing")
+
+
+class DrainTests(SynchronousTestCase):
+    def test_idleGrace(self) -> None:
+        """
+        An idle connection is closed after the site's drain grace; a
+        request that arrives within it is answered with Connection: close,
+        then the connection closes.
+        """
+        h = _harness()
+        channel, client = h.client()
+        _, idle = h.client()
+        d = h.site.closeConnections()
+        self.assertFalse(client.disconnecting)
+        channel.dataReceived(_get())  # type: ignore[attr-defined]
+        conn, _ = h.upstream()
+        h.reactor.advance(h.site.drainGrace)
+        self.assertTrue(idle.disconnecting)
+        self.assertFalse(client.disconnecting)
+        conn.dataReceived(OK)
+        self.assertIn(b"Connection: close\r\n", client.value())
+        self.assertTrue(client.disconnecting)
+        self.assertNoResult(d)
+
+    def test_busyClosesAfterResponse(self) -> None:
+        """
+        A connection with a request in progress closes once it is answered.
+        """
+        h = _harness()
+        _, client = h.client(_get())
+        conn, _ = h.upstream()
+        h.site.closeConnections()
+        self.assertFalse(client.disconnecting)
+        conn.dataReceived(OK)
+        self.assertTrue(client.value().startswith(b"HTTP/1.1 200 OK"))
+        self.assertIn(b"Connection: close\r\n", client.value())
+        self.assertTrue(client.disconnecting)

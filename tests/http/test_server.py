@@ -33,6 +33,7 @@ class SiteTests(SynchronousTestCase):
         h = ProxyHarness()
         (a, ta), (b, tb) = h.client(), h.client()
         d = h.site.closeConnections()
+        h.reactor.advance(h.site.drainGrace)
         self.assertTrue(ta.disconnecting and tb.disconnecting)
         a.connectionLost(Failure(ConnectionDone()))  # type: ignore[attr-defined]
         self.assertNoResult(d)

@@ -57,6 +57,10 @@ class DrainTests(SynchronousTestCase):
         self.assertFalse(client.disconnecting)
         conn.dataReceived(OK)
         self.assertIn(b"200 OK", client.value())
+        # Idle now: closed after the drain grace, in which a request already
+        # on its way would still be answered.
+        self.assertFalse(client.disconnecting)
+        h.reactor.advance(h.site.drainGrace)
         self.assertTrue(client.disconnecting)
         self.assertNoResult(d)
         channel.connectionLost(Failure(ConnectionDone()))  # type: ignore[attr-defined]
@@ -72,6 +76,7 @@ class DrainTests(SynchronousTestCase):
         drain = self._drain(h, clock)
         channel, client = h.client()
         d = drain.stopService()
+        h.reactor.advance(h.site.drainGrace)
         self.assertTrue(client.disconnecting)
         channel.connectionLost(Failure(ConnectionDone()))  # type: ignore[attr-defined]
         self.successResultOf(d)
