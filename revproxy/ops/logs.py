@@ -52,6 +52,7 @@ __all__ = [
     "eventAsJSONLine",
     "jsonFileObserver",
     "jsonObserver",
+    "realStdout",
 ]
 
 LOG_FORMATS = ("text", "json")
@@ -137,7 +138,7 @@ def jsonObserver() -> ILogObserver:
     return jsonFileObserver(sys.stdout)
 
 
-def _realStdout() -> IO[Any]:
+def realStdout() -> IO[Any]:
     """
     Standard output, even once twistd has replaced C{sys.stdout} with a
     file that logs what is written to it (writing the log there would loop).
@@ -169,7 +170,7 @@ class JSONLogging(Service):
     def __init__(
         self, outFile: IO[Any] | None = None, publisher: LogPublisher | None = None
     ) -> None:
-        self.observer = jsonFileObserver(outFile if outFile is not None else _realStdout())
+        self.observer = jsonFileObserver(outFile if outFile is not None else realStdout())
         self._publisher = publisher if publisher is not None else globalLogPublisher
         self._installed = False
 

@@ -41,7 +41,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python import usage
 
-from revproxy.ops.logs import _realStdout
+from revproxy.ops.logs import realStdout
 
 __all__ = [
     "THROUGH_LOGGING",
@@ -70,7 +70,7 @@ class StandardOutput:
     """
 
     def __init__(self, text: IO[Any] | None = None) -> None:
-        self._text = text if text is not None else _realStdout()
+        self._text = text if text is not None else realStdout()
         self._binary: Any = getattr(self._text, "buffer", None)
 
     def write(self, data: bytes) -> None:

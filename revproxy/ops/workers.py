@@ -257,7 +257,7 @@ class AdoptedListener(Service):
         # registration finds the first listener by that name).
         self.setName(f"listen {description if description is not None else f'fd {fd}'}")
         self._fd = fd
-        self._factory = factory
+        self._serverFactory = factory
         self._reactor = reactor
         self._reusePort = reusePort
         self._port: Any = None
@@ -276,7 +276,7 @@ class AdoptedListener(Service):
             own.listen(socket.SOMAXCONN)
             own.setblocking(False)
         listening = own if own is not None else inherited
-        self._port = self._reactor.adoptStreamPort(listening.fileno(), family, self._factory)
+        self._port = self._reactor.adoptStreamPort(listening.fileno(), family, self._serverFactory)
         if own is None:  # shared with the other workers: take turns
             acceptOneAtATime(self._port)
         inherited.close()  # the port holds its own duplicate
@@ -408,7 +408,7 @@ def parentLogOutput(logFormat: str) -> Any:
     from twisted.logger import globalLogPublisher
 
     from revproxy._compat import logFilesOf
-    from revproxy.ops.logs import _realStdout as realStdout
+    from revproxy.ops.logs import realStdout
 
     files = logFilesOf(globalLogPublisher) if logFormat != "json" else []
     if files:

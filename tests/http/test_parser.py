@@ -32,7 +32,7 @@ class Recorder:
         self.ended.append(trailers)
 
 
-def _parse(data: bytes, limits: HeadLimits | None = None) -> Recorder:
+def _fed(data: bytes, limits: HeadLimits | None = None) -> Recorder:
     r = Recorder()
     RequestParser(r, limits or HeadLimits()).feed(data)
     return r
@@ -133,7 +133,7 @@ class LimitTests(SynchronousTestCase):
         arrives in pieces.
         """
         limits = HeadLimits(maxUriSize=100)
-        _parse(b"GET /" + b"a" * 99 + b" HTTP/1.1\r\n" + H + b"\r\n", limits)
+        _fed(b"GET /" + b"a" * 99 + b" HTTP/1.1\r\n" + H + b"\r\n", limits)
         parser = RequestParser(Recorder(), limits)
         parser.feed(b"GET /" + b"a" * 50)
         with self.assertRaises(RequestError) as e:
@@ -152,9 +152,9 @@ class LimitTests(SynchronousTestCase):
             b"GET / HTTP/1.1\r\n" + H + b"X: a\r\n" * 200,
         ]:
             with self.assertRaises(RequestError) as e:
-                _parse(data, limits)
+                _fed(data, limits)
             self.assertEqual(e.exception.status, 431)
-        _parse(b"GET / HTTP/1.1\r\n" + H + b"X: " + b"a" * 900 + b"\r\n\r\n", limits)
+        _fed(b"GET / HTTP/1.1\r\n" + H + b"X: " + b"a" * 900 + b"\r\n\r\n", limits)
 
     def test_headerSizeTrickled(self) -> None:
         """
@@ -173,9 +173,9 @@ class LimitTests(SynchronousTestCase):
         More than maxHeaders fields are refused with 431.
         """
         limits = HeadLimits(maxHeaders=5)
-        _parse(b"GET / HTTP/1.1\r\n" + H + b"X: a\r\n" * 4 + b"\r\n", limits)
+        _fed(b"GET / HTTP/1.1\r\n" + H + b"X: a\r\n" * 4 + b"\r\n", limits)
         with self.assertRaises(RequestError) as e:
-            _parse(b"GET / HTTP/1.1\r\n" + H + b"X: a\r\n" * 5 + b"\r\n", limits)
+            _fed(b"GET / HTTP/1.1\r\n" + H + b"X: a\r\n" * 5 + b"\r\n", limits)
         self.assertEqual(e.exception.status, 431)
 
 
@@ -185,7 +185,7 @@ class AcceptedTests(SynchronousTestCase):
         A plain request gives its method, target, version, headers, host
         and framing.
         """
-        r = _parse(b"GET /a?b HTTP/1.1\r\nHost: a.com:8080\r\nX-A: 1\r\n\r\n")
+        r = _fed(b"GET /a?b HTTP/1.1\r\nHost: a.com:8080\r\nX-A: 1\r\n\r\n")
         [head] = r.heads
         self.assertEqual(
             (head.method, head.target, head.version, head.host, head.length),
@@ -200,16 +200,16 @@ class AcceptedTests(SynchronousTestCase):
         An absolute-form target becomes origin-form, its authority the
         host; a Host that agrees (in any case) is fine.
         """
-        [head] = _parse(b"GET http://A.com/x?y HTTP/1.1\r\nHost: a.COM\r\n\r\n").heads
+        [head] = _fed(b"GET http://A.com/x?y HTTP/1.1\r\nHost: a.COM\r\n\r\n").heads
         self.assertEqual((head.target, head.host), (b"/x?y", b"A.com"))
-        [head] = _parse(b"GET http://a.com HTTP/1.0\r\n\r\n").heads
+        [head] = _fed(b"GET http://a.com HTTP/1.0\r\n\r\n").heads
         self.assertEqual((head.target, head.host), (b"/", b"a.com"))
 
     def test_asteriskOptions(self) -> None:
         """
         OPTIONS * is accepted.
         """
-        [head] = _parse(b"OPTIONS * HTTP/1.1\r\n" + H + b"\r\n").heads
+        [head] = _fed(b"OPTIONS * HTTP/1.1\r\n" + H + b"\r\n").heads
         self.assertEqual(head.target, b"*")
 
     def test_hosts(self) -> None:
@@ -225,7 +225,7 @@ class AcceptedTests(SynchronousTestCase):
         """
         An HTTP/1.0 request needs no Host.
         """
-        [head] = _parse(b"GET / HTTP/1.0\r\n\r\n").heads
+        [head] = _fed(b"GET / HTTP/1.0\r\n\r\n").heads
         self.assertEqual((head.version, head.host, head.keepAlive), (b"HTTP/1.0", b"", False))
 
     def test_contentLength(self) -> None:
@@ -233,16 +233,16 @@ class AcceptedTests(SynchronousTestCase):
         A body with a Content-Length is delivered as it comes; 2^63-1 is
         the largest accepted.
         """
-        r = _parse(b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 3\r\n\r\nabc")
+        r = _fed(b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 3\r\n\r\nabc")
         self.assertEqual((r.heads[0].length, b"".join(r.body), r.ended), (3, b"abc", [[]]))
-        r = _parse(b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 9223372036854775807\r\n\r\n")
+        r = _fed(b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 9223372036854775807\r\n\r\n")
         self.assertEqual(r.heads[0].length, 2**63 - 1)
 
     def test_chunked(self) -> None:
         """
         A chunked body is de-chunked; its trailers come at its end.
         """
-        r = _parse(
+        r = _fed(
             b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n"
             b"3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-Sum: 5\r\n\r\n"
         )
@@ -254,14 +254,14 @@ class AcceptedTests(SynchronousTestCase):
         """
         Expect: 100-continue is noted, in any case.
         """
-        [head] = _parse(b"POST / HTTP/1.1\r\n" + H + b"Expect: 100-Continue\r\nContent-Length: 1\r\n\r\n").heads
+        [head] = _fed(b"POST / HTTP/1.1\r\n" + H + b"Expect: 100-Continue\r\nContent-Length: 1\r\n\r\n").heads
         self.assertTrue(head.expectContinue)
 
     def test_pipelined(self) -> None:
         """
         Pipelined requests come one after the other.
         """
-        r = _parse(b"GET /1 HTTP/1.1\r\n" + H + b"\r\nGET /2 HTTP/1.1\r\n" + H + b"Connection: close\r\n\r\n")
+        r = _fed(b"GET /1 HTTP/1.1\r\n" + H + b"\r\nGET /2 HTTP/1.1\r\n" + H + b"Connection: close\r\n\r\n")
         self.assertEqual([h.target for h in r.heads], [b"/1", b"/2"])
         self.assertEqual([h.keepAlive for h in r.heads], [True, False])
 
@@ -282,5 +282,5 @@ class AcceptedTests(SynchronousTestCase):
         """
         Tabs and obs-text (bytes above 0x7f) are allowed in values.
         """
-        [head] = _parse(b"GET / HTTP/1.1\r\n" + H + b"X: a\tb\xff\r\n\r\n").heads
+        [head] = _fed(b"GET / HTTP/1.1\r\n" + H + b"X: a\tb\xff\r\n\r\n").heads
         self.assertEqual(head.headers[-1], (b"X", b"a\tb\xff"))
