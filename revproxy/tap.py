@@ -19,19 +19,9 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import globalLogPublisher
 from twisted.python import usage
 
-from revproxy.config import (
-    parseEtcdEndpoints,
-    parseKeyPrefix,
-)
-from revproxy.forward.options import (
-    HEALTH_FLAGS,
-    HEALTH_PARAMETERS,
-    checkHealthOptions,
-    optionCount,
-    optionSeconds,
-    optionSecondsOrZero,
-    optionValue,
-)
+from revproxy.config import parseEtcdEndpoints, parseKeyPrefix
+from revproxy.options import optionCount, optionSeconds, optionSecondsOrZero, optionValue
+from revproxy.forward.options import HEALTH_FLAGS, HEALTH_PARAMETERS, checkHealthOptions
 from revproxy.ops import workers
 from revproxy.ops.accesslog import accessLoggerFor
 from revproxy.ops.fleet import FLEET_FLAGS, FLEET_PARAMETERS, checkFleetOptions

@@ -7,22 +7,16 @@ here, composed into C{twistd revproxy}'s options by L{revproxy.tap}.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TypeVar
-
 from twisted.python import usage
 
-from revproxy.config import ConfigError, parseCount, parsePositiveCount, parseSeconds
+from revproxy.config import parsePositiveCount
+from revproxy.options import optionCount, optionSeconds, optionSecondsOrZero, optionValue
 from revproxy.forward.hashkey import parseHashKey
 
 __all__ = [
     "HEALTH_FLAGS",
     "HEALTH_PARAMETERS",
     "checkHealthOptions",
-    "optionCount",
-    "optionSeconds",
-    "optionSecondsOrZero",
-    "optionValue",
 ]
 
 HEALTH_FLAGS = [
@@ -45,35 +39,6 @@ HEALTH_PARAMETERS = [
     ["retry-window", None, "0", "Seconds a request may wait for an upstream of its host to come back (0: off)."],
     ["hash-key", None, "client-ip", "Key of --balance hash: client-ip, header:NAME or cookie:NAME."],
 ]
-
-_T = TypeVar("_T")
-
-
-def optionValue(option: str, parse: Callable[[str], _T], text: str) -> _T:
-    """
-    Parse the value of C{option} with one of L{revproxy.config}'s parsers.
-
-    @raise usage.UsageError: naming C{option}.
-    """
-    try:
-        return parse(text)
-    except ConfigError as e:
-        raise usage.UsageError(f"{option}: {e}") from None
-
-
-def optionSeconds(option: str, text: str) -> float:
-    return optionValue(option, parseSeconds, text)
-
-
-def optionCount(option: str, text: str) -> int:
-    return optionValue(option, parseCount, text)
-
-
-def optionSecondsOrZero(option: str, text: str) -> float:
-    if text.strip() in ("0", "0.0"):
-        return 0.0
-    return optionSeconds(option, text)
-
 
 def checkHealthOptions(options: usage.Options) -> None:
     """

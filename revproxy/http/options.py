@@ -12,7 +12,8 @@ from typing import Any
 
 from twisted.python import usage
 
-from revproxy.config import ConfigError, parseCount, parsePositiveCount, parseSeconds
+from revproxy.config import parsePositiveCount
+from revproxy.options import optionCount, optionSeconds, optionValue
 from revproxy.http.channel import ServerLimits
 from revproxy.http.parser import HeadLimits
 
@@ -31,22 +32,15 @@ SERVER_PARAMETERS = [
 _POSITIVE = ("max-header-size", "max-headers", "max-uri-size", "max-connections")
 
 
-def _value(option: str, parse: Any, text: str) -> Any:
-    try:
-        return parse(text)
-    except ConfigError as e:
-        raise usage.UsageError(f"--{option}: {e}") from None
-
-
 def checkServerOptions(options: usage.Options) -> None:
     """
     Check and convert the client-side limits and deadlines.
     """
     for name in _POSITIVE:
-        options[name] = _value(name, parsePositiveCount, str(options[name]))
-    options["max-body-size"] = _value("max-body-size", parseCount, str(options["max-body-size"]))
+        options[name] = optionValue(f"--{name}", parsePositiveCount, str(options[name]))
+    options["max-body-size"] = optionCount("--max-body-size", str(options["max-body-size"]))
     for name in ("header-timeout", "body-timeout"):
-        options[name] = _value(name, parseSeconds, str(options[name]))
+        options[name] = optionSeconds(f"--{name}", str(options[name]))
 
 
 def serverLimits(options: Mapping[str, Any]) -> ServerLimits:

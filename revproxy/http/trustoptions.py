@@ -13,7 +13,8 @@ from typing import Any
 
 from twisted.python import usage
 
-from revproxy.config import ConfigError, parseNetworks
+from revproxy.config import parseNetworks
+from revproxy.options import optionValue
 from revproxy.http.forwarding import ForwardingPolicy
 
 __all__ = ["TRUST_FLAGS", "TRUST_PARAMETERS", "checkTrustOptions", "forwardingPolicy"]
@@ -34,10 +35,9 @@ def checkTrustOptions(options: usage.Options) -> None:
 
     @raise usage.UsageError: naming the option and the bad value.
     """
-    try:
-        options["trusted-networks"] = parseNetworks(options["trusted-proxies"] or "")
-    except ConfigError as e:
-        raise usage.UsageError(f"--trusted-proxies: {e}") from None
+    options["trusted-networks"] = optionValue(
+        "--trusted-proxies", parseNetworks, options["trusted-proxies"] or ""
+    )
 
 
 def forwardingPolicy(options: Mapping[str, Any]) -> ForwardingPolicy:

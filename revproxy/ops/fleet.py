@@ -29,7 +29,7 @@ from revproxy.etcd.nodes import (
     NodeRecord,
     NodeRegistration,
 )
-from revproxy.forward.options import optionSeconds, optionValue
+from revproxy.options import optionSeconds, optionValue
 from revproxy.ops.snapshot import RouteSnapshot
 from revproxy.routing.resolver import RouteResolver
 
