@@ -175,7 +175,7 @@ class RequestBody:
         (nothing consumed yet): it can go with the request head in one
         write.
         """
-        if self.complete and not self.consumed and self._pending is not None:
+        if self.complete and not self.consumed:
             return b"".join(self._pending)
         return None
 

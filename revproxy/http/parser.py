@@ -176,7 +176,6 @@ class RequestParser:
         "_inHead",
         "_headBytes",
         "_headerCount",
-        "_error",
         "_trailers",
         "upgraded",
     )
@@ -190,7 +189,6 @@ class RequestParser:
         self._inHead = False
         self._headBytes = 0
         self._headerCount = 0
-        self._error: RequestError | None = None
         self._trailers: list[tuple[bytes, bytes]] | None = None
         self.upgraded = False
 
@@ -213,7 +211,7 @@ class RequestParser:
             return data[e.args[0]:]
         except httptools.HttpParserCallbackError as e:
             # A check of ours, or the receiver's, refused the request.
-            error = self._error or e.__context__
+            error = e.__context__
             if not isinstance(error, RequestError):
                 raise
             raise error from None
@@ -228,8 +226,7 @@ class RequestParser:
         return b""
 
     def _fail(self, status: int, message: str) -> None:
-        self._error = RequestError(status, message)
-        raise self._error
+        raise RequestError(status, message)
 
     # -- llhttp's callbacks ----------------------------------------------
 
