@@ -67,3 +67,18 @@ class OptionsTests(SynchronousTestCase):
             with self.assertRaises(usage.UsageError) as e:
                 _options(*args)
             self.assertIn(name, str(e.exception))
+
+    def test_documented(self) -> None:
+        """
+        Every limit and deadline is documented in the README, with its
+        default.
+        """
+        from pathlib import Path
+
+        from revproxy.http.options import SERVER_PARAMETERS
+
+        readme = (Path(__file__).resolve().parents[2] / "README.rst").read_text()
+        for name, _, default, _ in SERVER_PARAMETERS:
+            start = readme.index(f"``--{name} ")
+            entry = readme[start : readme.index("\n``", start + 1)]
+            self.assertIn(f"default {default}", entry.replace("\n    ", " "), name)
