@@ -85,6 +85,7 @@ class RecordingReceiver:
         self.started: tuple[int, bytes, list[tuple[bytes, bytes]]] | None = None
         self.body: list[bytes] = []
         self.ended = False
+        self.awaited = False
         self.failure: tuple[Failure, bool] | None = None
 
     def responseStarted(
@@ -99,6 +100,9 @@ class RecordingReceiver:
 
     def bodyReceived(self, data: bytes) -> None:
         self.body.append(data)
+
+    def awaitingBody(self) -> None:
+        self.awaited = True
 
     def responseEnded(self) -> None:
         self.ended = True

@@ -7,8 +7,13 @@ from __future__ import annotations
 
 import inspect
 import signal
+import socket
+import struct
+from typing import Any
 
 from twisted.internet.base import ReactorBase
+from twisted.internet.protocol import Protocol
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import LogPublisher
 from twisted.runner.test.test_procmon import DummyProcessReactor
 from twisted.trial.unittest import SynchronousTestCase
@@ -20,6 +25,7 @@ from revproxy._compat import (
     publisherObservers,
     quietHTTPConnectionPool,
     waitingProcessMonitor,
+    writeThrough,
 )
 
 
@@ -181,6 +187,115 @@ class TwistedPrivatesTests(SynchronousTestCase):
         self.assertTrue(pool.persistent)
         self.assertFalse(pool._factory.noisy)
         self.assertTrue(issubclass(pool._factory, HTTPConnectionPool._factory))
+
+
+class WriteThroughTests(SynchronousTestCase):
+    """
+    L{writeThrough} sends at once on a plain TCP transport with nothing
+    buffered, and otherwise leaves the bytes to the transport, in order.
+    """
+
+    def connection(self) -> tuple[Any, Any, MemoryReactorClock]:
+        """
+        A Twisted server transport over a real loopback connection, on a
+        memory reactor (which records its readers and writers), and the
+        client's socket.
+        """
+        from twisted.internet import tcp
+
+        listening = socket.socket()
+        self.addCleanup(listening.close)
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(1)
+        client = socket.create_connection(listening.getsockname())
+        self.addCleanup(client.close)
+        client.settimeout(5)
+        accepted, peer = listening.accept()
+        self.addCleanup(accepted.close)
+        accepted.setblocking(False)
+        reactor = MemoryReactorClock()
+        transport = tcp.Server(accepted, Protocol(), peer, None, 1, reactor)  # type: ignore[arg-type]
+        return transport, client, reactor
+
+    def test_privateNames(self) -> None:
+        """
+        The buffer and state that say a transport holds nothing are where
+        writeThrough looks.
+        """
+        from twisted.internet import abstract, tcp
+
+        transport, client, reactor = self.connection()
+        self.assertEqual(transport._tempDataBuffer, [])
+        self.assertEqual(transport.dataBuffer, b"")
+        self.assertFalse(transport._writeDisconnected)
+        self.assertFalse(transport.TLS)
+        self.assertIn("self._tempDataBuffer.append(data)", inspect.getsource(abstract.FileDescriptor.write))
+        self.assertIn("self._writeDisconnected", inspect.getsource(abstract.FileDescriptor.write))
+        self.assertIn("if self.TLS:", inspect.getsource(tcp.Connection.write))
+
+    def test_sentAtOnce(self) -> None:
+        """
+        With nothing buffered, the bytes are on the socket when
+        writeThrough returns, and the reactor is not asked to watch for
+        writability.
+        """
+        transport, client, reactor = self.connection()
+        writeThrough(transport, b"hello")
+        self.assertEqual(client.recv(100), b"hello")
+        self.assertNotIn(transport, reactor.getWriters())
+
+    def test_afterBufferedBytes(self) -> None:
+        """
+        Behind bytes the transport holds, the bytes are buffered after them.
+        """
+        transport, client, reactor = self.connection()
+        transport.write(b"first ")
+        writeThrough(transport, b"second")
+        self.assertIn(transport, reactor.getWriters())
+        transport.doWrite()
+        self.assertEqual(client.recv(100), b"first second")
+
+    def test_partialSend(self) -> None:
+        """
+        What the socket does not take is buffered by the transport and
+        written, in order, when the socket drains.
+        """
+        transport, client, reactor = self.connection()
+        data = bytes(range(256)) * 40000  # more than any socket buffer
+        writeThrough(transport, data)
+        self.assertIn(transport, reactor.getWriters())
+        received = b""
+        while len(received) < len(data):
+            transport.doWrite()
+            received += client.recv(1 << 20)
+        self.assertEqual(received, data)
+
+    def test_sendError(self) -> None:
+        """
+        A send that fails leaves the bytes to the transport, whose own write
+        meets the error and reports the connection lost.
+        """
+        transport, client, reactor = self.connection()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()
+        lost = []
+        transport.protocol.connectionLost = lost.append  # type: ignore[method-assign]
+        for _ in range(3):  # the first send may still succeed (the RST is on its way)
+            writeThrough(transport, b"x" * 1000)
+            if transport in reactor.getWriters():
+                break
+        self.assertIn(transport, reactor.getWriters())
+        reason = transport.doWrite()
+        self.assertIsNotNone(reason)
+
+    def test_otherTransports(self) -> None:
+        """
+        A transport that is not plain TCP (a test's, a TLS wrapper) gets an
+        ordinary write.
+        """
+        transport = StringTransport()
+        writeThrough(transport, b"hello")
+        self.assertEqual(transport.value(), b"hello")
 
 
 class EtcdLibraryPrivatesTests(SynchronousTestCase):

@@ -26,6 +26,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.web.server import Request
 
+from revproxy.deadline import Deadline
 from revproxy.routing import HostRoute, Upstream
 from revproxy.upstream.state import HostState, UpstreamState
 
@@ -43,7 +44,9 @@ class Attempts:
     The retry and hold phase of an exchange.
     """
 
-    __slots__ = ("_state", "_upstream", "_probe", "_attempts", "_tried", "_holds", "_timer")
+    __slots__ = (
+        "_state", "_upstream", "_probe", "_attempts", "_tried", "_holds", "_timer", "_deadline"
+    )
 
     _resource: RoutingProxyResource
     _request: Request
@@ -53,6 +56,7 @@ class Attempts:
     _upstream: Upstream | None
     _tried: list[UpstreamState] | None
     _timer: IDelayedCall | None
+    _deadline: Deadline | None
     _body: Body
     _done: bool
     _start: float
@@ -122,6 +126,21 @@ class Attempts:
         )
         self.use(nextState)
         return True
+
+    def stopTimer(self) -> None:
+        """
+        Stop waiting: for a usable upstream (a hold), or for the response
+        head (the response timeout, the connection's deadline).
+        """
+        timer = self._timer
+        if timer is not None:
+            self._timer = None
+            timer.cancel()
+        deadline = self._deadline
+        if deadline is not None:
+            self._deadline = None
+            deadline.expired = None
+            deadline.cancel()
 
     def hold(self, now: float) -> bool:
         """

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from twisted.internet.defer import CancelledError
-from twisted.internet.interfaces import IDelayedCall, IPushProducer
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import Request
@@ -36,8 +36,9 @@ from zope.interface import implementer
 
 from revproxy.forward.attempts import Attempts
 from revproxy.forward.bodies import SMALL_BODY, Body, planBody, replayable
+from revproxy.forward.relay import relayHead, sendHeadNow
 from revproxy.http.errors import respondWithError
-from revproxy.http.headers import forwardedHeaderLines, relayResponseHeaders, requestHead
+from revproxy.http.headers import forwardedHeaderLines, requestHead
 from revproxy.http.server import ProxyRequest
 from revproxy.http.upgrade import requestedUpgrade
 from revproxy.routing import HostRoute, Upstream
@@ -100,7 +101,8 @@ class Exchange(Attempts):
         self._rawHost = rawHost
         self._conn: UpstreamConnection | None = None
         self._cancelConnect: Callable[[], None] | None = None
-        self._timer: IDelayedCall | None = None
+        self._timer = None
+        self._deadline = None
         self._tried: list[UpstreamState] | None = None
         self._state: UpstreamState | None = None
         self._upstream = None
@@ -144,9 +146,7 @@ class Exchange(Attempts):
             return
         conn = self._conn
         self._conn = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.stopTimer()
         if conn is not None:
             conn.abort()
         if self._state is not None:
@@ -256,14 +256,15 @@ class Exchange(Attempts):
         """
         Start the response timeout: the head must arrive in time.
         """
-        resource = self._resource
-        self._timer = resource.reactor.callLater(resource.responseTimeout, self.timedOut)
+        deadline = self._deadline = self._conn.deadline  # type: ignore[union-attr]
+        deadline.expired = self.timedOut
+        deadline.set(self._resource.responseTimeout)
 
     def timedOut(self) -> None:
         """
         No response head in time: drop the connection and answer 504.
         """
-        self._timer = None
+        self._deadline = None
         conn = self._conn
         self._conn = None
         if conn is not None:
@@ -292,9 +293,7 @@ class Exchange(Attempts):
         The response head arrived: relay it, and let the client's transport
         pause the upstream if the body may not fit its buffer.
         """
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.stopTimer()
         self._responded = True
         if 502 <= code <= 504 and self._resource.failOn5xx:
             state = self._state
@@ -304,15 +303,7 @@ class Exchange(Attempts):
                 self._probe = False
                 self._state = None
                 self.release(state)
-        request = self._request
-        request.setResponseCode(code, reason or None)
-        out = request.responseHeaders
-        if not isinstance(request, ProxyRequest):
-            # twisted.web's own Request set these for itself.
-            out.removeHeader(b"server")
-            out.removeHeader(b"date")
-        if not relayResponseHeaders(out, headers):
-            out.setRawHeaders(b"date", [self._resource.dates.now()])
+        relayHead(self._request, code, reason, headers, self._resource.dates.now())
         if bodyLength < 0 or bodyLength > SMALL_BODY:
             self.streamResponse()
 
@@ -327,6 +318,10 @@ class Exchange(Attempts):
 
     def bodyReceived(self, data: bytes) -> None:
         self._request.write(data)
+
+    def awaitingBody(self) -> None:
+        if not self._done:
+            sendHeadNow(self._request)
 
     def responseEnded(self) -> None:
         self._conn = None
@@ -354,9 +349,7 @@ class Exchange(Attempts):
         The upstream switched protocols: the request ends as a tunnel
         (L{revproxy.forward.tunnel}), logged when the tunnel ends.
         """
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.stopTimer()
         conn = self._conn
         self._conn = None
         if self._done or conn is None:
@@ -376,9 +369,7 @@ class Exchange(Attempts):
     def exchangeFailed(self, reason: Failure, responseBytes: bool) -> None:
         conn = self._conn
         self._conn = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.stopTimer()
         if self._done:
             return
         upstream, resource = self._upstream, self._resource
@@ -475,9 +466,7 @@ class Exchange(Attempts):
         """
         if not self._done:
             self.finish(499)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.stopTimer()
         if self._cancelConnect is not None:
             cancel, self._cancelConnect = self._cancelConnect, None
             cancel()

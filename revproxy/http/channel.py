@@ -20,9 +20,14 @@ and the connection closes: nothing after a framing error is read.
 Pipelined requests are answered in order: one request is handled at a time,
 and the client is not read while a complete request waits its turn.
 
-One timer per connection keeps every deadline: moving a deadline later
-costs an assignment, and the timer, when it fires early, sleeps again until
-the deadline.
+One timer per connection keeps every deadline (L{revproxy.deadline}).
+
+Writing: a response's head is held until its first body bytes (or its end)
+so that both go in one write, and each write goes to the socket at once
+when nothing is buffered (L{revproxy._compat.writeThrough}) instead of on
+the reactor's next turn.  The connection has C{TCP_NODELAY}, as nginx's
+keep-alive connections do: a chunked response's last chunk, a write of its
+own, must not wait for the client's delayed ACK.
 """
 
 from __future__ import annotations
@@ -30,13 +35,20 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.interfaces import IAddress, IDelayedCall, IHalfCloseableProtocol, ISSLTransport
+from twisted.internet.interfaces import (
+    IAddress,
+    IHalfCloseableProtocol,
+    ISSLTransport,
+    ITCPTransport,
+)
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from zope.interface import alsoProvides
 
+from revproxy._compat import writeThrough
+from revproxy.deadline import Deadline
 from revproxy.http.body import RequestBody
 from revproxy.http.errors import errorResponse
 from revproxy.http.forwarding import DEFAULT_POLICY, requestIdOf
@@ -66,6 +78,7 @@ class ProxyChannel(Protocol):
     _peer: IAddress | None = None
     _host: IAddress | None = None
     _secure: bool | None = None
+    _head: bytes | None = None
 
     def __init__(self, site: ProxySite) -> None:
         self.site = site
@@ -84,13 +97,15 @@ class ProxyChannel(Protocol):
         self._upgradeRest: bytes | None = None
         self._pausedFor = 0  # bit 1: a body's consumer, bit 2: pipelining
         self._state = _IDLE
-        self._deadline = 0.0
-        self._timer: IDelayedCall | None = None
+        self._deadline = Deadline(self._clock, self._timedOut)
         self._bodyStalled = False
 
     # -- connection ------------------------------------------------------------
 
     def connectionMade(self) -> None:
+        transport = self.transport
+        if ITCPTransport.providedBy(transport):
+            transport.setTcpNoDelay(True)
         self.site.channels.add(self)
         self._setDeadline(_IDLE, self.site.timeOut)
 
@@ -128,9 +143,9 @@ class ProxyChannel(Protocol):
         state = self._state
         if state == _IDLE:
             self._state = _HEAD
-            self._deadline = self._clock.seconds() + self._limits.headerTimeout
+            self._deadline.at = self._clock.seconds() + self._limits.headerTimeout
         elif state == _BODY:
-            self._deadline = self._clock.seconds() + self._limits.bodyTimeout
+            self._deadline.at = self._clock.seconds() + self._limits.bodyTimeout
         try:
             rest = parser.feed(data)
         except RequestError as e:
@@ -144,7 +159,7 @@ class ProxyChannel(Protocol):
             self._pause(2)
         state = self._state
         if state == _HEAD or state == _BODY:
-            self._armTimer()
+            self._deadline.arm()
         self._dispatch()
 
     # -- the parser's events -----------------------------------------------------
@@ -159,7 +174,7 @@ class ProxyChannel(Protocol):
             request.body = RequestBody(self, head.length, limits.replayBuffer, head.expectContinue)
             self._reading = request
             self._state = _BODY
-            self._deadline = self._clock.seconds() + limits.bodyTimeout
+            self._deadline.at = self._clock.seconds() + limits.bodyTimeout
         else:
             self._state = _BUSY
         self.requests.append(request)
@@ -203,6 +218,7 @@ class ProxyChannel(Protocol):
         C{request}'s response is complete (twisted.web's L{Request} calls
         this from C{finish}).
         """
+        self.flushHead()
         if not self.requests or self.requests[0] is not request:
             return
         self.requests.popleft()
@@ -290,7 +306,7 @@ class ProxyChannel(Protocol):
     def _writeRefusal(self) -> None:
         transport = self.transport
         if transport is not None and self._refused is not None:
-            transport.write(self._refused)
+            self.write(self._refused)
             self._refused = None
             self.loseConnection()
 
@@ -298,46 +314,18 @@ class ProxyChannel(Protocol):
 
     def _setDeadline(self, state: int, seconds: float | None) -> None:
         self._state = state
-        if seconds is None:
-            # No deadline (an idle timeout of None).
-            self._deadline = float("inf")
-            return
-        deadline = self._clock.seconds() + seconds
-        self._deadline = deadline
-        timer = self._timer
-        if timer is None:
-            self._timer = self._clock.callLater(seconds, self._timedOut)
-        elif timer.getTime() > deadline:
-            timer.reset(seconds)
-
-    def _armTimer(self) -> None:
-        """
-        Make the timer fire no later than the deadline.
-        """
-        timer = self._timer
-        now = self._clock.seconds()
-        if timer is None:
-            self._timer = self._clock.callLater(self._deadline - now, self._timedOut)
-        elif timer.getTime() > self._deadline:
-            timer.reset(self._deadline - now)
+        self._deadline.set(seconds)
 
     def _cancelTimer(self) -> None:
-        timer = self._timer
-        if timer is not None:
-            self._timer = None
-            timer.cancel()
+        self._deadline.stop()
 
     def _timedOut(self) -> None:
-        self._timer = None
         state = self._state
         if state == _BUSY or self.tunnel is not None or self._closing:
             return
-        now = self._clock.seconds()
         if state == _BODY and self._pausedFor:
             # The proxy paused the client (a slow upstream): not its gap.
-            self._deadline = now + self._limits.bodyTimeout
-        if now < self._deadline:
-            self._timer = self._clock.callLater(self._deadline - now, self._timedOut)
+            self._deadline.set(self._limits.bodyTimeout)
             return
         if state == _IDLE:
             self.loseConnection()
@@ -366,12 +354,12 @@ class ProxyChannel(Protocol):
     def resumeBody(self) -> None:
         self._resume(1)
         if self._state == _BODY:
-            self._deadline = self._clock.seconds() + self._limits.bodyTimeout
+            self._deadline.at = self._clock.seconds() + self._limits.bodyTimeout
 
     def continueBody(self) -> None:
         request = self.requests[0] if self.requests else None
         if request is not None and not request.startedWriting and self.transport is not None:
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     # -- what twisted.web's Request asks of its channel -----------------------------
 
@@ -384,6 +372,8 @@ class ProxyChannel(Protocol):
             or self._closing
         ) and code != b"101"
         lines = [version, b" ", code, b" ", reason, b"\r\n"]
+        if request is not None and request.relayedFields:
+            lines.append(request.relayedFields)
         for name, values in headers.getAllRawHeaders():
             if close and name.lower() == b"connection":
                 continue
@@ -392,13 +382,30 @@ class ProxyChannel(Protocol):
         if close:
             lines.append(b"Connection: close\r\n")
         lines.append(b"\r\n")
-        self.transport.write(b"".join(lines))  # type: ignore[union-attr]
+        # Held for the first body bytes: twisted.web's Request writes them
+        # next, in the same call, unless the response has no body, and then
+        # it finishes (requestDone) or switches protocols; or the upstream's
+        # body comes later (flushHead, from the exchange).
+        self._head = b"".join(lines)
 
     def write(self, data: bytes) -> None:
-        self.transport.write(data)  # type: ignore[union-attr]
+        head = self._head
+        if head is not None:
+            self._head = None
+            data = head + data
+        writeThrough(self.transport, data)
 
     def writeSequence(self, data: list[bytes]) -> None:
-        self.transport.writeSequence(data)  # type: ignore[union-attr]
+        self.write(b"".join(data))
+
+    def flushHead(self) -> None:
+        """
+        Write a response head held for body bytes that will not come now.
+        """
+        head = self._head
+        if head is not None:
+            self._head = None
+            writeThrough(self.transport, head)
 
     def registerProducer(self, producer: Any, streaming: bool) -> None:
         self.transport.registerProducer(producer, streaming)  # type: ignore[union-attr]
@@ -420,6 +427,7 @@ class ProxyChannel(Protocol):
             self._persistent = False
             return
         self._cancelTimer()
+        self.flushHead()
         self.unregisterProducer()
         transport.loseConnection()
 
@@ -450,6 +458,7 @@ class ProxyChannel(Protocol):
         now on, and no deadline of the channel applies.  Return the bytes
         the client sent after its request.
         """
+        self.flushHead()
         self.tunnel = tunnel
         self._cancelTimer()
         alsoProvides(self, IHalfCloseableProtocol)

@@ -28,6 +28,7 @@ __all__ = [
     "connectionTokens",
     "forwardedHeaderLines",
     "relayResponseHeaders",
+    "relayedFieldLines",
     "originForm",
     "joinPath",
     "requestHead",
@@ -58,6 +59,8 @@ PROTECTED = FORWARDING_HEADERS | {b"host", b"content-length", b"transfer-encodin
 """Fields that C{Connection} cannot make hop-by-hop: C{Connection: Host}
 must not strip the Host, nor C{Connection: X-Forwarded-For} a trusted
 proxy's forwarding headers."""
+
+_PLAIN_CONNECTION = HOP_BY_HOP | {b"close"}
 
 RESPONSE_DROP = HOP_BY_HOP | {b"x-request-id"}
 """Response fields that never reach the client (the proxy sets the
@@ -181,6 +184,55 @@ def relayResponseHeaders(out: Headers, headers: list[tuple[bytes, bytes]]) -> bo
     all but the hop-by-hop ones and those named in its C{Connection}, in
     order.  Return whether the upstream sent a Date.
     """
+    kept, hasDate = _keptFields(headers)
+    add = out.addRawHeader
+    for _, name, value in kept:
+        add(name, value)
+    return hasDate
+
+
+def relayedFieldLines(
+    headers: list[tuple[bytes, bytes]],
+) -> tuple[bytes, bytes | None, bool]:
+    """
+    The upstream's response C{headers} that reach the client (as for
+    L{relayResponseHeaders}) as one block of lines ending with CRLF, to be
+    written as they are after the status line, except Content-Length,
+    returned apart: twisted.web's L{Request} reads it from
+    C{responseHeaders} to choose its framing.  Then whether the upstream
+    sent a Date.
+
+    This is the hot path's relay, in one pass: a twisted.web L{Headers}
+    costs about 2 µs a field to fill and read back.
+    """
+    drop = RESPONSE_DROP
+    lines: list[bytes] = []
+    append = lines.append
+    length = None
+    hasDate = False
+    for name, value in headers:
+        lname = name.lower()
+        if lname in drop:
+            if lname == b"connection" and connectionTokens([value]) - _PLAIN_CONNECTION:
+                # It names other fields to drop (rare): filter them first.
+                return relayedFieldLines([(n, v) for _, n, v in _keptFields(headers)[0]])
+            continue
+        if lname == b"content-length":
+            length = value
+            continue
+        if lname == b"date":
+            hasDate = True
+        append(name + b": " + value + b"\r\n")
+    return b"".join(lines), length, hasDate
+
+
+def _keptFields(
+    headers: list[tuple[bytes, bytes]],
+) -> tuple[list[tuple[bytes, bytes, bytes]], bool]:
+    """
+    The response fields that reach the client, each as its lower-cased name,
+    its name and its value; and whether there is a Date among them.
+    """
     drop = RESPONSE_DROP
     kept = []
     extra: frozenset[bytes] | None = None
@@ -194,11 +246,10 @@ def relayResponseHeaders(out: Headers, headers: list[tuple[bytes, bytes]]) -> bo
         if lname == b"date":
             hasDate = True
         kept.append((lname, name, value))
-    add = out.addRawHeader
-    for lname, name, value in kept:
-        if extra is None or lname not in extra:
-            add(name, value)
-    return hasDate
+    if extra:
+        kept = [field for field in kept if field[0] not in extra]
+        hasDate = any(field[0] == b"date" for field in kept)
+    return kept, hasDate
 
 
 def originForm(uri: bytes) -> bytes:

@@ -86,9 +86,13 @@ class ProxyRequest(Request):
         the client goes away before the response is finished.
     @ivar body: the request body as it arrives, or L{None} for none.
     @ivar keepAlive: whether the connection may carry another request.
+    @ivar relayedFields: the upstream's response fields, as lines, that the
+        channel writes after the status line and before C{responseHeaders}
+        (L{revproxy.http.headers.relayedFieldLines}).
     """
 
     defaultContentType = None
+    relayedFields = b""
     watcher: ClientWatcher | None = None
     body: RequestBody | None = None
     keepAlive = True

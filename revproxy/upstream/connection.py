@@ -25,7 +25,6 @@ connections are kept in an L{revproxy.upstream.pool.UpstreamPool}.
 
 from __future__ import annotations
 
-import re
 from typing import IO, TYPE_CHECKING
 
 from twisted.internet.defer import Deferred
@@ -34,6 +33,9 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from zope.interface import alsoProvides
 
+from revproxy._compat import writeThrough
+from revproxy.deadline import Deadline
+from revproxy.upstream.responsehead import parseResponseHead
 from revproxy.upstream.body import BODY_CHUNK, BodySender, BodyStream, StreamingBody, sendBody
 from revproxy.upstream.receiver import (
     MalformedResponse,
@@ -57,9 +59,6 @@ __all__ = [
 MAX_HEAD_SIZE = 64 * 1024
 """The longest response head (status line and headers) we accept."""
 
-_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-_HEADER_BLOCK = re.compile(rb"(?:" + _TOKEN + rb":[^\r\n\x00]*\r\n)*")
-_HEADER_LINE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([^\r\n\x00]*?)[ \t]*\r\n")
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 
 
@@ -83,6 +82,8 @@ class UpstreamConnection(Protocol):
         current one.
     @ivar tunnel: after a 101, what the upstream's bytes go to; the
         connection has then left its pool for good.
+    @ivar deadline: the response deadline of the request it carries, one
+        for the connection's life (its exchange sets it).
     """
 
     _exchange: ResponseReceiver | None = None
@@ -95,6 +96,7 @@ class UpstreamConnection(Protocol):
     def __init__(self, pool: UpstreamPool, key: tuple[str, str, int]) -> None:
         self._pool = pool
         self.key = key
+        self.deadline = Deadline(pool.clock)
         self._buffer = b""
         self._state = _IDLE
         self._remaining = 0
@@ -145,9 +147,9 @@ class UpstreamConnection(Protocol):
         transport = self.transport
         assert transport is not None
         if body is None or isinstance(body, bytes):
-            transport.write(head + body if body else head)
+            writeThrough(transport, head + body if body else head)
         else:
-            transport.write(head)
+            writeThrough(transport, head)
             self._sender = sendBody(self, body, exchange)
             self._sender.start()
 
@@ -194,6 +196,7 @@ class UpstreamConnection(Protocol):
         self._exchange = None
         self._keepAlive = False
         self._releaseAfterBody = False
+        self.deadline.stop()
         if self.transport is not None:
             self.transport.abortConnection()  # type: ignore[attr-defined]
 
@@ -256,6 +259,10 @@ class UpstreamConnection(Protocol):
                     self._switchProtocols(data)
                     return
                 if self._exchange is None:
+                    return
+                if not data and self._state != _HEAD:
+                    # Not an interim response: a body comes later.
+                    self._exchange.awaitingBody()
                     return
                 continue
             if state == _UNTIL_CLOSE:
@@ -325,49 +332,9 @@ class UpstreamConnection(Protocol):
             return
 
     def _parseHead(self, head: bytes) -> None:
-        eol = head.find(b"\r\n")
-        status = head[:eol]
-        block = head[eol + 2 :]
-        # One pass in C validates every header line: a token, a colon, a
-        # value without CR, LF or NUL.  It also rejects obs-fold and
-        # whitespace before the colon (request smuggling vectors).
-        if _HEADER_BLOCK.fullmatch(block) is None:
-            raise MalformedResponse("bad header line")
-        if len(status) < 12 or status[:7] != b"HTTP/1." or status[12:13] not in (
-            b"",
-            b" ",
-        ):
-            raise MalformedResponse("bad status line")
-        codeBytes = status[9:12]
-        if status[8:9] != b" " or not codeBytes.isdigit():
-            raise MalformedResponse("bad status line")
-        code = int(codeBytes)
-        if code < 100:
-            raise MalformedResponse("bad status code")
-        http10 = status[7:8] == b"0"
-        reason = status[13:]
-        length: bytes | None = None
-        chunked = False
-        hasTransferEncoding = False
-        keepAlive = not http10
-        headers: list[tuple[bytes, bytes]] = _HEADER_LINE.findall(block)
-        for name, value in headers:
-            lname = name.lower()
-            if lname == b"content-length":
-                if length is not None and length != value:
-                    raise MalformedResponse("conflicting Content-Length")
-                if not value.isdigit():
-                    raise MalformedResponse("bad Content-Length")
-                length = value
-            elif lname == b"transfer-encoding":
-                hasTransferEncoding = True
-                chunked = value.lower().rsplit(b",", 1)[-1].strip() == b"chunked"
-            elif lname == b"connection":
-                tokens = [t.strip().lower() for t in value.split(b",")]
-                if b"close" in tokens:
-                    keepAlive = False
-                elif b"keep-alive" in tokens and http10:
-                    keepAlive = True
+        code, reason, headers, length, hasTransferEncoding, chunked, keepAlive = (
+            parseResponseHead(head)
+        )
         if 100 <= code < 200:
             if code == 101:
                 if not self._upgrade:
@@ -397,7 +364,7 @@ class UpstreamConnection(Protocol):
             exchange.responseStarted(code, reason, headers, -1)
             return
         if length is not None:
-            n = int(length)
+            n = length
             exchange.responseStarted(code, reason, headers, n)
             if n == 0:
                 self._finished()
@@ -471,6 +438,7 @@ class UpstreamConnection(Protocol):
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.connected = False
+        self.deadline.stop()
         if self._sender is not None:
             self._sender.close()
             self._sender = None

@@ -148,6 +148,9 @@ class _Check:
     def bodyReceived(self, data: bytes) -> None:
         pass
 
+    def awaitingBody(self) -> None:
+        pass
+
     def responseEnded(self) -> None:
         pass
 

@@ -51,6 +51,9 @@ class _Unpooled:
     its one request, never kept idle or given to anyone else.
     """
 
+    def __init__(self, clock: IReactorTime) -> None:
+        self.clock = clock
+
     def _release(self, conn: UpstreamConnection) -> None:
         if conn.transport is not None:
             conn.transport.loseConnection()
@@ -58,8 +61,6 @@ class _Unpooled:
     def _lost(self, conn: UpstreamConnection) -> None:
         pass
 
-
-_UNPOOLED = _Unpooled()
 
 
 ConnectCallback = Callable[[UpstreamConnection], None]
@@ -96,6 +97,7 @@ class UpstreamPool(Service):
         self._reactor = reactor
         self._tlsTrustRoot = tlsTrustRoot
         self._clock: IReactorTime = reactor  # type: ignore[assignment]
+        self.clock = self._clock
         self.connectTimeout = connectTimeout
         self.maxIdle = maxIdle
         self.idleTimeout = idleTimeout
@@ -180,7 +182,7 @@ class UpstreamPool(Service):
         endpoint = self._endpoints.get(key)
         if endpoint is None:
             endpoint = self._endpoints[key] = self._endpointFactory(upstream)
-        factory = _ConnectionFactory(_UNPOOLED, key)  # type: ignore[arg-type]
+        factory = _ConnectionFactory(_Unpooled(self._clock), key)  # type: ignore[arg-type]
         d: Deferred[UpstreamConnection] = endpoint.connect(factory)  # type: ignore[assignment]
         d.addCallbacks(onConnection, onFailure)
         return d.cancel

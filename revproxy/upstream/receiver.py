@@ -51,6 +51,13 @@ class ResponseReceiver(Protocol):
         A piece of the response body (de-chunked) has arrived.
         """
 
+    def awaitingBody(self) -> None:
+        """
+        The response head came alone, at the end of what was read: its body
+        comes later (a long poll, an event stream, a slow upstream), so the
+        head should go to the client now.
+        """
+
     def responseEnded(self) -> None:
         """
         The response is complete.

@@ -112,10 +112,15 @@ def _proxyTimers(h: ProxyHarness) -> list[object]:
     """
     from revproxy.http.channel import ProxyChannel
 
+    def owner(call: object) -> object:
+        timer = getattr(call, "func", None)
+        deadline = getattr(timer, "__self__", None)
+        return getattr(getattr(deadline, "expired", None), "__self__", None)
+
     return [
         c
         for c in h.reactor.getDelayedCalls()
-        if not isinstance(getattr(c.func, "__self__", None), ProxyChannel)
+        if not isinstance(owner(c), ProxyChannel)
     ]
 
 
@@ -466,12 +471,17 @@ class FailureTests(SynchronousTestCase):
 
     def test_timerCancelledOnHeaders(self) -> None:
         """
-        Response headers in time cancel the response timer.
+        Response headers in time cancel the response timeout: past it, the
+        connection is still idle in the pool, and no timer is left.
         """
         h = ProxyHarness(timeout=5)
-        h.client(_get())
-        conn, _ = h.upstream()
+        _, client = h.client(_get())
+        conn, upstream = h.upstream()
         conn.dataReceived(OK)
+        h.reactor.advance(5)
+        self.assertFalse(upstream.aborted)
+        self.assertEqual(h.pool.idleCount(), 1)
+        self.assertEqual(client.value().count(b"HTTP/1.1"), 1)
         h.pool.stopService()
         self.assertEqual(_proxyTimers(h), [])
 
