@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 __all__ = [
     "acceptOneAtATime",
     "clearExitSignal",
+    "directDispatch",
     "writeThrough",
     "logFilesOf",
     "quietHTTPConnectionPool",
@@ -162,6 +163,48 @@ def writeThrough(transport: Any, data: bytes) -> None:
 
 
 _PLAIN_TCP = (tcp.Server, tcp.Client)
+
+
+def directDispatch(reactor: Any) -> bool:
+    """
+    Make an epoll reactor call each ready connection's handler directly,
+    instead of through Twisted's legacy logging context; return whether it
+    did (only Twisted's own L{EPollReactor} is changed).
+
+    For every ready descriptor, C{EPollReactor.doPoll} calls
+    C{log.callWithLogger}, which asks the connection for its log prefix and
+    pushes it as the C{system} of a new context (a dict copy and update and
+    four more calls) around the handler, so that a legacy C{log.msg} made
+    during the call carries it.  Measured with callgrind, that is 8.6% of
+    the instructions of a small proxied request, for a prefix that no line
+    of revproxy's uses: its logs go through twisted.logger, whose events do
+    not read the context.  What is lost: a legacy log line written while a
+    connection's data is handled (a library's C{log.err}) shows C{-} instead
+    of the connection's prefix as its system.
+
+    Private names: C{EPollReactor._poller}, C{_selectables} and
+    C{_doReadOrWrite}, which the replacement uses exactly as C{doPoll} does;
+    C{doPoll} and C{doIteration} are set on the instance.
+    """
+    from twisted.internet.epollreactor import EPollReactor
+
+    if type(reactor) is not EPollReactor:
+        return False
+    selectables = reactor._selectables
+    handle = reactor._doReadOrWrite
+
+    def doPoll(timeout: float | None) -> None:
+        try:
+            events = reactor._poller.poll(-1 if timeout is None else timeout, len(selectables))
+        except InterruptedError:
+            return
+        for fd, event in events:
+            selectable = selectables.get(fd)
+            if selectable is not None:
+                handle(selectable, fd, event)
+
+    reactor.doPoll = reactor.doIteration = doPoll  # type: ignore[method-assign]
+    return True
 
 
 def quietHTTPConnectionPool(reactor: Any) -> Any:

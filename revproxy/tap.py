@@ -19,6 +19,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import globalLogPublisher
 from twisted.python import usage
 
+from revproxy._compat import directDispatch
 from revproxy.config import parseEtcdEndpoints, parseKeyPrefix
 from revproxy.options import optionCount, optionSeconds, optionSecondsOrZero, optionValue
 from revproxy.forward.options import HEALTH_FLAGS, HEALTH_PARAMETERS, checkHealthOptions
@@ -360,6 +361,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         from twisted.internet import reactor as _reactor
 
         reactor = _reactor
+        directDispatch(reactor)
     worker = workers.workerEnvironment()
     if worker is not None:  # a worker of a parent: its sockets, admin, logs
         options = workers.workerOptions(options, worker)

@@ -21,6 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from revproxy._compat import (
     acceptOneAtATime,
     clearExitSignal,
+    directDispatch,
     logFilesOf,
     publisherObservers,
     quietHTTPConnectionPool,
@@ -296,6 +297,72 @@ class WriteThroughTests(SynchronousTestCase):
         transport = StringTransport()
         writeThrough(transport, b"hello")
         self.assertEqual(transport.value(), b"hello")
+
+
+class DirectDispatchTests(SynchronousTestCase):
+    """
+    L{directDispatch} replaces an epoll reactor's poll with one that calls
+    the handler of each ready descriptor directly.
+    """
+
+    def test_privateNames(self) -> None:
+        """
+        C{EPollReactor.doPoll} still polls C{_poller} and hands each ready
+        descriptor of C{_selectables} to C{_doReadOrWrite}, through
+        C{log.callWithLogger}: what the replacement does without the last.
+        """
+        from twisted.internet.epollreactor import EPollReactor
+
+        source = inspect.getsource(EPollReactor.doPoll)
+        self.assertIn("l = self._poller.poll(timeout, len(self._selectables))", source)
+        self.assertIn("selectable = self._selectables[fd]", source)
+        self.assertIn("log.callWithLogger(selectable, _drdw, selectable, fd, event)", source)
+        self.assertIn("doIteration = doPoll", inspect.getsource(EPollReactor))
+
+    def test_dispatches(self) -> None:
+        """
+        Data on a connection reaches its reader through the replaced poll,
+        outside any logging context of its own.
+        """
+        from twisted.internet.epollreactor import EPollReactor
+        from twisted.python import context, log
+
+        reactor = EPollReactor()
+        self.addCleanup(reactor._poller.close)
+        self.assertTrue(directDispatch(reactor))
+        ours, theirs = socket.socketpair()
+        self.addCleanup(ours.close)
+        self.addCleanup(theirs.close)
+        seen: list[object] = []
+
+        class Reader:
+            def fileno(self) -> int:
+                return ours.fileno()
+
+            def doRead(self) -> None:
+                seen.append(ours.recv(100))
+                seen.append(context.get(log.ILogContext)["system"])
+
+            def logPrefix(self) -> str:
+                return "Reader"
+
+            def connectionLost(self, reason: object) -> None:
+                pass
+
+        reader = Reader()
+        reactor.addReader(reader)  # type: ignore[arg-type]
+        theirs.send(b"hello")
+        reactor.doIteration(1)
+        reactor.removeReader(reader)  # type: ignore[arg-type]
+        self.assertEqual(seen, [b"hello", "-"])
+
+    def test_otherReactors(self) -> None:
+        """
+        Any other reactor is left alone.
+        """
+        clock = MemoryReactorClock()
+        self.assertFalse(directDispatch(clock))
+        self.assertNotIn("doIteration", vars(clock))
 
 
 class EtcdLibraryPrivatesTests(SynchronousTestCase):

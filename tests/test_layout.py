@@ -51,6 +51,9 @@ KNOWN_PRIVATE_ATTRIBUTES = {
     "_marshal",
     "_tempDataBuffer",
     "_writeDisconnected",
+    "_poller",
+    "_selectables",
+    "_doReadOrWrite",
 }
 
 #: Modules that may pick the global reactor: the composition roots.
