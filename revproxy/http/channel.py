@@ -106,6 +106,7 @@ class ProxyChannel(Protocol):
         transport = self.transport
         if ITCPTransport.providedBy(transport):
             transport.setTcpNoDelay(True)
+            transport.bufferSize = self._limits.readSize  # type: ignore[attr-defined]
         self.site.channels.add(self)
         self._setDeadline(_IDLE, self.site.timeOut)
 

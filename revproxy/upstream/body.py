@@ -16,6 +16,8 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 from twisted.internet.interfaces import IPullProducer, IPushProducer
 from zope.interface import implementer
 
+from revproxy._compat import writeThrough
+
 if TYPE_CHECKING:
     from revproxy.upstream.connection import UpstreamConnection
     from revproxy.upstream.receiver import ResponseReceiver
@@ -204,10 +206,12 @@ class BodyStream:
         transport = self._connection.transport
         if transport is None or self._closed:
             return
+        # At once, as far as the socket takes it: no copy into the
+        # transport's buffer and no wait for the reactor's next turn.
         if self._chunked:
-            transport.writeSequence((b"%x\r\n" % (len(data),), data, b"\r\n"))
+            writeThrough(transport, b"".join((b"%x\r\n" % (len(data),), data, b"\r\n")))
         else:
-            transport.write(data)
+            writeThrough(transport, data)
 
     def bodyEnded(self, trailers: list[tuple[bytes, bytes]]) -> None:
         transport = self._connection.transport

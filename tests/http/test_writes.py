@@ -1,7 +1,8 @@
 """
 Tests for how L{revproxy.http.channel.ProxyChannel} writes responses: the
 head goes with the first body bytes in one write, a head without a body is
-not held back, and client connections have C{TCP_NODELAY}.
+not held back, and client connections have C{TCP_NODELAY} and read 256 KiB
+at once.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
+from revproxy.upstream.connection import READ_SIZE, UpstreamConnection
 from tests.forward.test_resource import ProxyHarness, _get, _headers
 
 
@@ -23,6 +25,7 @@ class RecordingTransport(StringTransport):
     """
 
     noDelay = False
+    bufferSize = 64 * 1024
 
     def __init__(self) -> None:
         super().__init__(
@@ -172,3 +175,18 @@ class ResponseWriteTests(SynchronousTestCase):
         """
         client = _client(ProxyHarness(), b"")
         self.assertTrue(client.noDelay)
+
+    def test_readSize(self) -> None:
+        """
+        Client and upstream connections read 256 KiB at once, not Twisted's
+        64 KiB.
+        """
+        h = ProxyHarness()
+        client = _client(h, _get())
+        self.assertEqual(client.bufferSize, 256 * 1024)
+        conn = UpstreamConnection(h.pool, ("http", "10.0.0.1", 80))
+        upstream = RecordingTransport()
+        conn.makeConnection(upstream)
+        self.assertEqual(upstream.bufferSize, READ_SIZE)
+        self.assertEqual(READ_SIZE, 256 * 1024)
+        self.assertTrue(upstream.noDelay)
