@@ -50,16 +50,27 @@ def _client(h: ProxyHarness, data: bytes) -> RecordingTransport:
     return transport
 
 
+def _answered(
+    response: bytes, request: bytes = _get()
+) -> tuple[RecordingTransport, UpstreamConnection]:
+    """
+    The client's transport once the upstream began to answer C{request}
+    with C{response}, and the upstream connection.
+    """
+    h = ProxyHarness()
+    client = _client(h, request)
+    conn, _ = h.upstream()
+    conn.dataReceived(response)
+    return client, conn
+
+
 class ResponseWriteTests(SynchronousTestCase):
     def test_headAndBodyInOneWrite(self) -> None:
         """
         A response whose head and body come in one read from the upstream
         reaches the client in one write.
         """
-        h = ProxyHarness()
-        client = _client(h, _get())
-        conn, _ = h.upstream()
-        conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nDate: d\r\n\r\nhello")
+        client, _ = _answered(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nDate: d\r\n\r\nhello")
         self.assertEqual(len(client.writes), 1)
         self.assertTrue(client.writes[0].startswith(b"HTTP/1.1 200 OK\r\n"))
         self.assertTrue(client.writes[0].endswith(b"\r\n\r\nhello"))
@@ -68,10 +79,7 @@ class ResponseWriteTests(SynchronousTestCase):
         """
         A response without a body (a 204) is written whole when it ends.
         """
-        h = ProxyHarness()
-        client = _client(h, _get())
-        conn, _ = h.upstream()
-        conn.dataReceived(b"HTTP/1.1 204 No Content\r\nDate: d\r\n\r\n")
+        client, _ = _answered(b"HTTP/1.1 204 No Content\r\nDate: d\r\n\r\n")
         self.assertEqual(len(client.writes), 1)
         self.assertTrue(client.value().startswith(b"HTTP/1.1 204 No Content\r\n"))
         self.assertTrue(client.value().endswith(b"\r\n\r\n"))
@@ -81,10 +89,10 @@ class ResponseWriteTests(SynchronousTestCase):
         The answer to a HEAD request, which has no body, is written when it
         ends.
         """
-        h = ProxyHarness()
-        client = _client(h, b"HEAD / HTTP/1.1\r\nHost: a.com\r\n\r\n")
-        conn, _ = h.upstream()
-        conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nDate: d\r\n\r\n")
+        client, _ = _answered(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nDate: d\r\n\r\n",
+            b"HEAD / HTTP/1.1\r\nHost: a.com\r\n\r\n",
+        )
         status, headers, body = _headers(client.value())
         self.assertEqual(status, b"HTTP/1.1 200 OK")
         self.assertIn((b"content-length", b"5"), headers)
@@ -95,10 +103,7 @@ class ResponseWriteTests(SynchronousTestCase):
         A head that arrives alone, its body to come later (an event stream,
         a long poll), reaches the client at once.
         """
-        h = ProxyHarness()
-        client = _client(h, _get())
-        conn, _ = h.upstream()
-        conn.dataReceived(
+        client, conn = _answered(
             b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
             b"Transfer-Encoding: chunked\r\nDate: d\r\n\r\n"
         )
@@ -116,10 +121,7 @@ class ResponseWriteTests(SynchronousTestCase):
         An interim response (100 Continue) that arrives alone is not taken
         for the final head.
         """
-        h = ProxyHarness()
-        client = _client(h, _get())
-        conn, _ = h.upstream()
-        conn.dataReceived(b"HTTP/1.1 100 Continue\r\n\r\n")
+        client, conn = _answered(b"HTTP/1.1 100 Continue\r\n\r\n")
         self.assertEqual(client.value(), b"")
         conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nDate: d\r\n\r\nok")
         self.assertTrue(client.value().startswith(b"HTTP/1.1 200 OK\r\n"))
@@ -131,10 +133,7 @@ class ResponseWriteTests(SynchronousTestCase):
         kept, hop-by-hop ones and those its Connection names dropped, and one
         Content-Length.
         """
-        h = ProxyHarness()
-        client = _client(h, _get())
-        conn, _ = h.upstream()
-        conn.dataReceived(
+        client, _ = _answered(
             b"HTTP/1.1 200 OK\r\nX-B: 1\r\nContent-Length: 2\r\nX-A: 2\r\n"
             b"Connection: keep-alive, X-Gone\r\nX-Gone: 3\r\nKeep-Alive: timeout=5\r\n"
             b"X-B: 4\r\nDate: d\r\n\r\nok"
@@ -156,10 +155,7 @@ class ResponseWriteTests(SynchronousTestCase):
         A Date the upstream names in its Connection header is dropped, and
         the proxy sends its own.
         """
-        h = ProxyHarness()
-        client = _client(h, _get())
-        conn, _ = h.upstream()
-        conn.dataReceived(
+        client, _ = _answered(
             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: Date\r\n"
             b"Date: upstream\r\n\r\nok"
         )
