@@ -25,6 +25,7 @@ from revproxy.options import optionCount, optionSeconds, optionSecondsOrZero, op
 from revproxy.forward.options import HEALTH_FLAGS, HEALTH_PARAMETERS, checkHealthOptions
 from revproxy.ops import workers
 from revproxy.ops.accesslog import accessLoggerFor
+from revproxy.ops.memory import tuneMalloc
 from revproxy.ops.fleet import FLEET_FLAGS, FLEET_PARAMETERS, checkFleetOptions
 from revproxy.ops.logwriter import accessLogDestination
 from revproxy.routing.balancing import POLICIES, policyNamed
@@ -362,6 +363,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
 
         reactor = _reactor
         directDispatch(reactor)
+        tuneMalloc()
     worker = workers.workerEnvironment()
     if worker is not None:  # a worker of a parent: its sockets, admin, logs
         options = workers.workerOptions(options, worker)
