@@ -35,12 +35,12 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, succeed
-from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
+from revproxy.etcd.embedded import exitReason
 from revproxy.ops.workeradmin import adminGet
 from revproxy.ops.workers import ENV_ADMIN, ENV_FDS, ENV_WORKER
 
@@ -86,20 +86,6 @@ def relayLine(number: int, line: bytes, stream: str = "stdout") -> None:
     }
     fields["text"] = str(fields.get("text", ""))
     logger.emit(level, "[worker {worker}] {text}", worker=number, **fields)
-
-
-def exitReason(reason: Failure | None) -> str:
-    """
-    How a worker exited, in words.
-    """
-    value = None if reason is None else reason.value
-    if isinstance(value, ProcessDone):
-        return "exit status 0"
-    if isinstance(value, ProcessTerminated):
-        if value.signal is not None:
-            return f"killed by signal {value.signal}"
-        return f"exit status {value.exitCode}"
-    return "exited" if reason is None else reason.getErrorMessage()
 
 
 class WorkerProcess(ProcessProtocol):
