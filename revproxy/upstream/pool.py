@@ -96,8 +96,7 @@ class UpstreamPool(Service):
     ) -> None:
         self._reactor = reactor
         self._tlsTrustRoot = tlsTrustRoot
-        self._clock: IReactorTime = reactor  # type: ignore[assignment]
-        self.clock = self._clock
+        self.clock: IReactorTime = reactor  # type: ignore[assignment]
         self.connectTimeout = connectTimeout
         self.maxIdle = maxIdle
         self.idleTimeout = idleTimeout
@@ -182,7 +181,7 @@ class UpstreamPool(Service):
         endpoint = self._endpoints.get(key)
         if endpoint is None:
             endpoint = self._endpoints[key] = self._endpointFactory(upstream)
-        factory = _ConnectionFactory(_Unpooled(self._clock), key)  # type: ignore[arg-type]
+        factory = _ConnectionFactory(_Unpooled(self.clock), key)  # type: ignore[arg-type]
         d: Deferred[UpstreamConnection] = endpoint.connect(factory)  # type: ignore[assignment]
         d.addCallbacks(onConnection, onFailure)
         return d.cancel
@@ -196,10 +195,10 @@ class UpstreamPool(Service):
         if len(idle) >= self.maxIdle:
             conn.transport.loseConnection()  # type: ignore[union-attr]
             return
-        conn.idleSince = self._clock.seconds()
+        conn.idleSince = self.clock.seconds()
         idle.append(conn)
         if self._sweeper is None:
-            self._sweeper = self._clock.callLater(self.idleTimeout, self._sweep)
+            self._sweeper = self.clock.callLater(self.idleTimeout, self._sweep)
 
     def detach(self, conn: UpstreamConnection) -> None:
         """
@@ -219,7 +218,7 @@ class UpstreamPool(Service):
         Close the connections that have been idle for C{idleTimeout}.
         """
         self._sweeper = None
-        deadline = self._clock.seconds() - self.idleTimeout
+        deadline = self.clock.seconds() - self.idleTimeout
         oldest: float | None = None
         for key, idle in list(self._idle.items()):
             # The stack's bottom holds the longest idle connections.
@@ -232,8 +231,8 @@ class UpstreamPool(Service):
             else:
                 del self._idle[key]
         if oldest is not None:
-            delay = max(oldest + self.idleTimeout - self._clock.seconds(), 0.0)
-            self._sweeper = self._clock.callLater(delay, self._sweep)
+            delay = max(oldest + self.idleTimeout - self.clock.seconds(), 0.0)
+            self._sweeper = self.clock.callLater(delay, self._sweep)
 
     def idleCount(self) -> int:
         """
