@@ -268,7 +268,7 @@ class ProxyChannel(Protocol):
         once if nothing else is being answered, else after.
         """
         self._closing = True
-        self._cancelTimer()
+        self._deadline.stop()
         peer = self.getPeer()
         # The request's id (revproxy.http.forwarding) if the resource gave
         # it one, else a new one, for the refusal and its log line.
@@ -316,9 +316,6 @@ class ProxyChannel(Protocol):
     def _setDeadline(self, state: int, seconds: float | None) -> None:
         self._state = state
         self._deadline.set(seconds)
-
-    def _cancelTimer(self) -> None:
-        self._deadline.stop()
 
     def _timedOut(self) -> None:
         state = self._state
@@ -427,7 +424,7 @@ class ProxyChannel(Protocol):
         if self._dispatched is not None and not self._closing and self.tunnel is None:
             self._persistent = False
             return
-        self._cancelTimer()
+        self._deadline.stop()
         self.flushHead()
         self.unregisterProducer()
         transport.loseConnection()
@@ -461,7 +458,7 @@ class ProxyChannel(Protocol):
         """
         self.flushHead()
         self.tunnel = tunnel
-        self._cancelTimer()
+        self._deadline.stop()
         alsoProvides(self, IHalfCloseableProtocol)
         rest = self._upgradeRest or b""
         self._upgradeRest = None
@@ -481,7 +478,7 @@ class ProxyChannel(Protocol):
         pass
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-        self._cancelTimer()
+        self._deadline.stop()
         self._closing = True
         self.site.channelClosed(self)
         reading = self._reading
