@@ -14,15 +14,12 @@ from pathlib import Path
 
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import deferLater
 
 from tests.integration.test_cli import lastLine, twistd
 from tests.integration.upstreams import (
-    HTTPClient,
     ProxyProcess,
-    UpstreamServer,
-    echo,
+    proxySession,
     request,
 )
 
@@ -49,29 +46,8 @@ async def _session(tmp_path: Path, args: list[str], requests: list[bytes]):
     C{requests} on one connection, stop it with SIGTERM; the responses and
     the process.
     """
-    up = await UpstreamServer(echo).start()
-    proc = ProxyProcess(
-        ["--listen", "tcp:0:interface=127.0.0.1", "--route",
-         f"{HOST.decode()}={up.address}", *args],
-        tmp_path,
-    )
-    client = None
-    try:
-        port = await proc.listeningPort()
-        client = await connectProtocol(
-            TCP4ClientEndpoint(reactor, "127.0.0.1", port), HTTPClient()
-        )
+    async with proxySession(tmp_path, HOST.decode(), args) as (proc, client, up):
         responses = [await client.send(r) for r in requests]
-        client.transport.loseConnection()
-        await client.closed
-        os.kill(proc.pid, signal.SIGTERM)
-        assert await proc.exitCode(timeout=15) == 0, proc.text()
-    finally:
-        if client is not None and not client.isClosed:
-            client.transport.abortConnection()
-            await client.closed
-        proc.kill()
-        await up.stop()
     return responses, proc, up
 
 
@@ -166,18 +142,9 @@ async def test_json_access_log_has_request_id(tmp_path):
 async def test_access_log_file_reopened_on_sighup(tmp_path):
     """SIGHUP writes what is held and reopens the --access-log file, so that logrotate's rename works."""
     log = tmp_path / "access.log"
-    up = await UpstreamServer(echo).start()
-    proc = ProxyProcess(
-        ["--listen", "tcp:0:interface=127.0.0.1", "--route",
-         f"{HOST.decode()}={up.address}", "--access-log", str(log)],
-        tmp_path,
-    )
-    client = None
-    try:
-        port = await proc.listeningPort()
-        client = await connectProtocol(
-            TCP4ClientEndpoint(reactor, "127.0.0.1", port), HTTPClient()
-        )
+    async with proxySession(tmp_path, HOST.decode(), ["--access-log", str(log)]) as (
+        proc, client, _
+    ):
         assert (await client.get(b"/one", HOST)).code == 200
         log.rename(tmp_path / "access.log.1")
         os.kill(proc.pid, signal.SIGHUP)
@@ -187,16 +154,6 @@ async def test_access_log_file_reopened_on_sighup(tmp_path):
             await deferLater(reactor, 0.05, lambda: None)
         assert f"reopened access log {log}" in proc.text(), proc.text()
         assert (await client.get(b"/two", HOST)).code == 200
-        client.transport.loseConnection()
-        await client.closed
-        os.kill(proc.pid, signal.SIGTERM)
-        assert await proc.exitCode(timeout=15) == 0, proc.text()
-    finally:
-        if client is not None and not client.isClosed:
-            client.transport.abortConnection()
-            await client.closed
-        proc.kill()
-        await up.stop()
     assert '"GET /one HTTP/1.1"' in (tmp_path / "access.log.1").read_text()
     [line] = log.read_text().splitlines()
     assert '"GET /two HTTP/1.1"' in line

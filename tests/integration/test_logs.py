@@ -6,18 +6,11 @@ checkout, writes one JSON object per line once it has started.
 from __future__ import annotations
 
 import json
-import os
-import signal
 
 import pytest_twisted
-from twisted.internet import reactor
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
 from tests.integration.upstreams import (
-    HTTPClient,
-    ProxyProcess,
-    UpstreamServer,
-    echo,
+    proxySession,
     request,
 )
 
@@ -29,37 +22,13 @@ start (see L{revproxy.ops.logs})."""
 @pytest_twisted.ensureDeferred
 async def test_json_log_lines(tmp_path):
     """With --log-format json every line after twistd's banner is a JSON object, and the access event carries its named fields."""
-    up = await UpstreamServer(echo).start()
-    proc = ProxyProcess(
-        [
-            "--listen",
-            "tcp:0:interface=127.0.0.1",
-            "--route",
-            f"blog.example.com={up.address}",
-            "--log-format",
-            "json",
-        ],
-        tmp_path,
-    )
-    client = None
-    try:
-        port = await proc.listeningPort()
-        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
-        client = await connectProtocol(endpoint, HTTPClient())
+    async with proxySession(tmp_path, "blog.example.com", ["--log-format", "json"]) as (
+        proc, client, up
+    ):
         r = await client.send(
             request(b"GET", b"/a?q=1", b"blog.example.com", b"User-Agent: test/1")
         )
         assert r.code == 200, r
-        client.transport.loseConnection()
-        await client.closed
-        os.kill(proc.pid, signal.SIGTERM)
-        assert await proc.exitCode(timeout=15) == 0, proc.text()
-    finally:
-        if client is not None and not client.isClosed:
-            client.transport.abortConnection()
-            await client.closed
-        proc.kill()
-        await up.stop()
 
     lines = proc.text().splitlines()
     banner, records = lines[:2], lines[2:]

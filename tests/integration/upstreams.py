@@ -26,13 +26,18 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from twisted.internet import reactor as _globalReactor
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.endpoints import (
+    TCP4ClientEndpoint,
+    TCP4ServerEndpoint,
+    connectProtocol,
+)
 from twisted.internet.interfaces import IListeningPort, IPullProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
@@ -54,6 +59,7 @@ __all__ = [
     "echo",
     "generated",
     "loggedListeningPort",
+    "proxySession",
     "raw",
     "request",
     "sized",
@@ -685,3 +691,37 @@ class ProxyProcess:
             os.kill(self.pid, signal.SIGKILL)
             self.process.wait(10)
         self._file.close()
+
+
+@asynccontextmanager
+async def proxySession(
+    outputDir: Path, host: str, args: list[str], handler: Handler = echo
+) -> AsyncIterator[tuple[ProxyProcess, HTTPClient, UpstreamServer]]:
+    """
+    A proxy routing C{host} to an upstream that answers with C{handler},
+    started with C{args} more, and a client connected to it.  When the block
+    ends, the client closes and the proxy must exit 0 on SIGTERM; whatever
+    happens, both are gone after it.
+    """
+    up = await UpstreamServer(handler).start()
+    proc = ProxyProcess(
+        ["--listen", "tcp:0:interface=127.0.0.1", "--route", f"{host}={up.address}", *args],
+        outputDir,
+    )
+    client = None
+    try:
+        port = await proc.listeningPort()
+        client = await connectProtocol(
+            TCP4ClientEndpoint(_globalReactor, "127.0.0.1", port), HTTPClient()
+        )
+        yield proc, client, up
+        client.transport.loseConnection()
+        await client.closed
+        os.kill(proc.pid, signal.SIGTERM)
+        assert await proc.exitCode(timeout=15) == 0, proc.text()
+    finally:
+        if client is not None and not client.isClosed:
+            client.transport.abortConnection()
+            await client.closed
+        proc.kill()
+        await up.stop()
