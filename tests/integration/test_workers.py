@@ -293,7 +293,7 @@ async def test_etcd_change_reaches_every_worker_within_a_second(
             data = json.loads((await w.adminGet(b"/routes")).body)["workers"]
             return {n: (e.get("revision"), e["hosts"]) for n, e in data.items()}
 
-        await wr.client.put(key(HOST.decode(), a.address), b"")
+        written = await wr.client.put(key(HOST.decode(), a.address), b"")
         start = time.monotonic()
         seen: dict[str, Any] = {}
         while time.monotonic() - start < 1.0:
@@ -303,7 +303,10 @@ async def test_etcd_change_reaches_every_worker_within_a_second(
         elapsed = time.monotonic() - start
         assert len(seen) == 3 and all(HOST.decode() in h for _, h in seen.values()), seen
         assert elapsed < 1.0, elapsed
-        assert len({r for r, _ in seen.values()}) == 1, seen
+        # Each worker is at the change's revision or later.  (Not one
+        # revision for all: each worker's node record, issue 14, is an etcd
+        # write too, and a worker may have seen another's.)
+        assert all(r is not None and r >= written for r, _ in seen.values()), (written, seen)
         codes = [(await _get(w.port)).code for _ in range(6)]
         assert codes == [200] * 6
         print(f"etcd change on every worker after {elapsed:.3f}s")
