@@ -25,6 +25,9 @@ __all__ = [
     "acceptOneAtATime",
     "clearExitSignal",
     "directDispatch",
+    "plainTCP",
+    "replaceRead",
+    "sendsNow",
     "writeThrough",
     "logFilesOf",
     "quietHTTPConnectionPool",
@@ -142,15 +145,7 @@ def writeThrough(transport: Any, data: bytes) -> None:
     not a TLS wrapper or a UNIX socket) are written through; any other
     transport gets an ordinary C{write}.
     """
-    if (
-        type(transport) in _PLAIN_TCP
-        and transport.connected
-        and not transport.disconnecting
-        and not transport.dataBuffer
-        and not transport._tempDataBuffer
-        and not transport._writeDisconnected
-        and not transport.TLS
-    ):
+    if sendsNow(transport):
         try:
             sent = transport.getHandle().send(data)
         except OSError:
@@ -160,6 +155,46 @@ def writeThrough(transport: Any, data: bytes) -> None:
             return
         data = data[sent:]
     transport.write(data)
+
+
+def sendsNow(transport: Any) -> bool:
+    """
+    Whether C{transport} is a plain TCP connection (exactly L{tcp.Server} or
+    L{tcp.Client}, not TLS) that is open for writing and has nothing
+    buffered: what is written to its socket now goes out in order.  See
+    L{writeThrough} for the private names it reads.
+    """
+    return (
+        type(transport) in _PLAIN_TCP
+        and transport.connected
+        and not transport.disconnecting
+        and not transport.dataBuffer
+        and not transport._tempDataBuffer
+        and not transport._writeDisconnected
+        and not transport.TLS
+    )
+
+
+def plainTCP(transport: Any) -> bool:
+    """
+    Whether C{transport} is a plain TCP connection (exactly L{tcp.Server} or
+    L{tcp.Client}, no TLS started), whose socket holds the bytes as sent.
+    """
+    return type(transport) in _PLAIN_TCP and not transport.TLS
+
+
+def replaceRead(transport: Any, doRead: Callable[[], Any]) -> None:
+    """
+    Make the reactor call C{doRead} instead of C{transport}'s own when its
+    socket is readable.  C{doRead} returns what L{tcp.Connection.doRead}
+    does: C{None}, or the reason the connection is lost
+    (C{main.CONNECTION_DONE} at end of file, C{main.CONNECTION_LOST}).
+
+    Internal behaviour: the reactor calls the attribute C{doRead} of the
+    selectable it registered, so an attribute of the instance takes the
+    place of the class's method (as L{acceptOneAtATime} does for a port).
+    """
+    transport.doRead = doRead
 
 
 _PLAIN_TCP = (tcp.Server, tcp.Client)

@@ -23,8 +23,11 @@ from revproxy._compat import (
     clearExitSignal,
     directDispatch,
     logFilesOf,
+    plainTCP,
     publisherObservers,
     quietHTTPConnectionPool,
+    replaceRead,
+    sendsNow,
     waitingProcessMonitor,
     writeThrough,
 )
@@ -539,3 +542,50 @@ class EtcdLibraryPrivatesTests(SynchronousTestCase):
         deleted = parseEtcdDeleted({"header": {"revision": "9"}, "deleted": "2"})
         self.assertEqual((deleted.header.revision, deleted.deleted), (9, 2))
         self.assertEqual(parseEtcdDeleted({"header": {"revision": "9"}}).deleted, 0)
+
+
+class ReadTests(SynchronousTestCase):
+    """
+    L{plainTCP}, L{sendsNow} and L{replaceRead} on a real Twisted transport.
+    """
+
+    connection = WriteThroughTests.connection
+
+    def test_plainTCP(self) -> None:
+        """
+        A plain TCP transport is one; an in-memory one, or one that started
+        TLS, is not.
+        """
+        transport, _, _ = self.connection()
+        self.assertTrue(plainTCP(transport))
+        self.assertTrue(sendsNow(transport))
+        self.assertFalse(plainTCP(StringTransport()))
+        self.assertFalse(sendsNow(StringTransport()))
+        transport.TLS = True
+        self.assertFalse(plainTCP(transport))
+
+    def test_sendsNowOnlyWhenEmpty(self) -> None:
+        """
+        A transport that holds bytes, or is closing, does not send now.
+        """
+        transport, _, _ = self.connection()
+        transport.write(b"held")
+        self.assertFalse(sendsNow(transport))
+        transport, _, _ = self.connection()
+        transport.loseConnection()
+        self.assertFalse(sendsNow(transport))
+
+    def test_replaceRead(self) -> None:
+        """
+        The reactor calls the replacement when the socket is readable: it
+        calls the attribute C{doRead} of the selectable it registered.
+        """
+        from twisted.internet import posixbase
+
+        transport, client, _ = self.connection()
+        calls: list[int] = []
+        replaceRead(transport, lambda: calls.append(1))
+        source = inspect.getsource(posixbase._PollLikeMixin._doReadOrWrite)
+        self.assertIn("selectable.doRead()", source)
+        transport.doRead()
+        self.assertEqual(calls, [1])

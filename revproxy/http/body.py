@@ -41,6 +41,12 @@ class BodyConsumer(Protocol):
         The body is complete; C{trailers} are its trailer fields.
         """
 
+    def spliceTarget(self) -> object | None:
+        """
+        The transport the consumer writes to, if bytes of a body of known
+        length may go straight into its socket now, else L{None}.
+        """
+
     def bodyFailed(self, status: int, message: bytes) -> None:
         """
         The body cannot be completed (it crossed C{--max-body-size}, its
@@ -166,6 +172,28 @@ class RequestBody:
         if consumer is not None:
             self._consumer = None
             consumer.bodyFailed(status, message)
+
+    def spliceTarget(self) -> object | None:
+        """
+        The transport that takes the body's bytes now, if they may be moved
+        there without passing through here (L{revproxy.http.splice}): the
+        consumer is attached, not paused, nothing is held before it, and it
+        offers one.
+        """
+        consumer = self._consumer
+        if consumer is None or self._paused or self._pending:
+            return None
+        return consumer.spliceTarget()
+
+    def spliced(self, size: int) -> None:
+        """
+        C{size} bytes of the body went from the client to the consumer's
+        transport directly: they are received and consumed, and not kept
+        for a retry.
+        """
+        self.received += size
+        self.consumed += size
+        self._kept = None
 
     # -- for the consumer ------------------------------------------------------
 

@@ -22,6 +22,11 @@ and the client is not read while a complete request waits its turn.
 
 One timer per connection keeps every deadline (L{revproxy.deadline}).
 
+Reading: a plain TCP connection is read through a
+L{revproxy.http.splice.SpliceReader}: heads in small reads, and the rest of a body of
+known length moved by the kernel into the upstream's socket when its
+consumer takes bytes at once.
+
 Writing: a response's head is held until its first body bytes (or its end)
 so that both go in one write, and each write goes to the socket at once
 when nothing is buffered (L{revproxy._compat.writeThrough}) instead of on
@@ -37,7 +42,6 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import (
     IAddress,
-    IHalfCloseableProtocol,
     ISSLTransport,
     ITCPTransport,
 )
@@ -45,7 +49,6 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
-from zope.interface import alsoProvides
 
 from revproxy._compat import writeThrough
 from revproxy.deadline import Deadline
@@ -54,9 +57,11 @@ from revproxy.http.errors import errorResponse
 from revproxy.http.forwarding import DEFAULT_POLICY, requestIdOf
 from revproxy.http.limits import ServerLimits
 from revproxy.http.parser import NO_BODY, ParsedHead, RequestError, RequestParser
+from revproxy.http.splice import HEAD_READ, spliceReader
+from revproxy.http.switching import SwitchingProtocols
 
 if TYPE_CHECKING:
-    from revproxy.http.server import ClientTunnel, ProxyRequest, ProxySite
+    from revproxy.http.server import ProxyRequest, ProxySite
 
 __all__ = ["ProxyChannel", "ServerLimits"]
 
@@ -65,16 +70,14 @@ log = Logger()
 _IDLE, _HEAD, _BODY, _BUSY = range(4)
 
 
-class ProxyChannel(Protocol):
+class ProxyChannel(SwitchingProtocols, Protocol):
     """
     One client connection.
 
-    @ivar tunnel: after L{switchProtocols}, what the client's bytes go to.
     @ivar requests: the requests read and not yet answered, the one being
         answered first.
     """
 
-    tunnel: ClientTunnel | None = None
     _peer: IAddress | None = None
     _host: IAddress | None = None
     _secure: bool | None = None
@@ -107,6 +110,7 @@ class ProxyChannel(Protocol):
         if ITCPTransport.providedBy(transport):
             transport.setTcpNoDelay(True)
             transport.bufferSize = self._limits.readSize  # type: ignore[attr-defined]
+            spliceReader(self, transport)
         self.site.channels.add(self)
         self._setDeadline(_IDLE, self.site.timeOut)
 
@@ -188,6 +192,30 @@ class ProxyChannel(Protocol):
         if maxBody and body.received + len(data) > maxBody:
             raise RequestError(413, "request body too large")
         body.dataReceived(data)
+
+    # SpliceChannel (revproxy.http.splice)
+
+    def readPlan(self) -> tuple[int, Any]:
+        if self._state == _BODY:
+            left = self._parser.rawLeft
+            request = self._reading
+            if left and request is not None and not self._closing:
+                sink = request.body.spliceTarget()  # type: ignore[union-attr]
+                if sink is not None:
+                    return left, sink
+        elif self.tunnel is None:
+            # A head, and what comes with it of a body: little, so that the
+            # rest of a large body can be spliced.
+            return HEAD_READ, None
+        return self._limits.readSize, None
+
+    def bodySpliced(self, size: int) -> None:
+        self._reading.body.spliced(size)  # type: ignore[union-attr]
+        self._deadline.at = self._clock.seconds() + self._limits.bodyTimeout
+        self._parser.skip(size)
+        if self._state == _BODY:
+            self._deadline.arm()
+        self._dispatch()
 
     def messageEnded(self, trailers: list[tuple[bytes, bytes]]) -> None:
         request = self._reading
@@ -446,36 +474,6 @@ class ProxyChannel(Protocol):
     def forceAbortClient(self) -> None:
         if self.transport is not None:
             self.transport.abortConnection()  # type: ignore[attr-defined]
-
-    # -- protocol switching ---------------------------------------------------------
-
-    def switchProtocols(self, tunnel: ClientTunnel) -> bytes:
-        """
-        Hand the connection over to C{tunnel}, once the 101 is written: the
-        client's bytes, its half-close and its close go to C{tunnel} from
-        now on, and no deadline of the channel applies.  Return the bytes
-        the client sent after its request.
-        """
-        self.flushHead()
-        self.tunnel = tunnel
-        self._deadline.stop()
-        alsoProvides(self, IHalfCloseableProtocol)
-        rest = self._upgradeRest or b""
-        self._upgradeRest = None
-        self._pausedFor = 0
-        self.transport.resumeProducing()  # type: ignore[union-attr]
-        return rest
-
-    # IHalfCloseableProtocol, once switched: the tunnel passes a half-close on.
-
-    def readConnectionLost(self) -> None:
-        if self.tunnel is not None:
-            self.tunnel.clientReadClosed()
-        elif self.transport is not None:
-            self.transport.loseConnection()
-
-    def writeConnectionLost(self) -> None:
-        pass
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self._deadline.stop()

@@ -26,10 +26,12 @@ class ServerLimits:
         closed at once.
     @ivar replayBuffer: the request body bytes kept to send the request
         again to another upstream (C{--retry-buffer}).
-    @ivar readSize: how much a client connection reads at once, and buffers
-        for writing before it pauses what feeds it (Twisted's
+    @ivar readSize: how much a client connection reads at once in a body
+        that is not spliced (a chunked one, or over TLS) and in a tunnel,
+        and buffers for writing before it pauses what feeds it (Twisted's
         C{bufferSize}, 64 KiB by default): a 1 MiB body takes 4 reads, not
         16, each of which costs a pass through parser, body and writer.
+        Heads are read in smaller pieces (L{revproxy.http.splice.HEAD_READ}).
     """
 
     head: HeadLimits = field(default_factory=HeadLimits)

@@ -203,6 +203,28 @@ class RequestParser:
         """
         return self._inHead
 
+    @property
+    def rawLeft(self) -> int:
+        """
+        The bytes of a Content-Length body still to come once a read has
+        ended inside it (else C{0}): bytes that are only counted.
+        """
+        return self._raw
+
+    def skip(self, size: int) -> None:
+        """
+        C{size} bytes of the body counted by L{rawLeft} went elsewhere
+        without being read here (L{revproxy.http.splice}): count them, and
+        end the message after its last byte.
+        """
+        raw = self._raw - size
+        if raw < 0:
+            raise ValueError("skipped past the body")
+        self._raw = raw
+        if not raw:
+            self._parser = httptools.HttpRequestParser(self)
+            self.on_message_complete()
+
     def feed(self, data: bytes) -> bytes:
         """
         Parse C{data}; return what follows an upgrade request, if the

@@ -16,7 +16,7 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 from twisted.internet.interfaces import IPullProducer, IPushProducer
 from zope.interface import implementer
 
-from revproxy._compat import writeThrough
+from revproxy._compat import sendsNow, writeThrough
 
 if TYPE_CHECKING:
     from revproxy.upstream.connection import UpstreamConnection
@@ -212,6 +212,17 @@ class BodyStream:
             writeThrough(transport, b"".join((b"%x\r\n" % (len(data),), data, b"\r\n")))
         else:
             writeThrough(transport, data)
+
+    def spliceTarget(self) -> Any:
+        """
+        The upstream's transport, if a body of known length may be moved
+        into its socket directly now (L{revproxy.http.splice}): plain TCP,
+        nothing buffered, so the order of bytes is kept.
+        """
+        transport = self._connection.transport
+        if self._chunked or self._closed or not sendsNow(transport):
+            return None
+        return transport
 
     def bodyEnded(self, trailers: list[tuple[bytes, bytes]]) -> None:
         transport = self._connection.transport

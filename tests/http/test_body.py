@@ -40,6 +40,11 @@ class Consumer:
     def bodyFailed(self, status: int, message: bytes) -> None:
         self.failed.append((status, message))
 
+    target: object | None = None
+
+    def spliceTarget(self) -> object | None:
+        return self.target
+
 
 class RequestBodyTests(SynchronousTestCase):
     def test_heldUntilAttached(self) -> None:
@@ -150,4 +155,45 @@ class RequestBodyTests(SynchronousTestCase):
         late = Consumer()
         body.attach(late)
         self.assertEqual(late.failed, [(413, b"too large")])
+        self.assertFalse(body.replayable)
+
+
+class SpliceTests(SynchronousTestCase):
+    """
+    L{RequestBody.spliceTarget} and L{RequestBody.spliced}.
+    """
+
+    def test_targetOnlyWhenTakenNow(self) -> None:
+        """
+        The consumer's target is offered only while it takes bytes at once:
+        attached, not paused, nothing held before it.
+        """
+        body = RequestBody(Reader(), 100, 10)
+        c = Consumer()
+        c.target = sink = object()
+        self.assertIsNone(body.spliceTarget())  # no consumer
+        body.attach(c)
+        self.assertIs(body.spliceTarget(), sink)
+        body.pauseProducing()
+        self.assertIsNone(body.spliceTarget())  # paused
+        body.dataReceived(b"held")
+        body._paused = False  # as if resumed, with the held bytes not yet flushed
+        self.assertIsNone(body.spliceTarget())  # bytes held before it
+        body.resumeProducing()
+        self.assertEqual(c.data, [b"held"])
+        self.assertIs(body.spliceTarget(), sink)
+        c.target = None
+        self.assertIsNone(body.spliceTarget())  # the consumer has none now
+
+    def test_splicedCounted(self) -> None:
+        """
+        Spliced bytes are received and consumed, and the body can no longer
+        be sent again.
+        """
+        body = RequestBody(Reader(), 100, 1000)
+        body.attach(Consumer())
+        body.dataReceived(b"abc")
+        self.assertTrue(body.replayable)
+        body.spliced(50)
+        self.assertEqual((body.received, body.consumed), (53, 53))
         self.assertFalse(body.replayable)

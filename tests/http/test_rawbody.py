@@ -81,3 +81,45 @@ class RawBodyTests(SynchronousTestCase):
         self.assertTrue(parser.upgraded)
         self.assertEqual(rest, b"abcdNEW")
         self.assertEqual(r.body, [])
+
+
+class SkipTests(SynchronousTestCase):
+    """
+    L{RequestParser.skip}: bytes of the counted rest of a body that went
+    elsewhere (spliced) without being read.
+    """
+
+    def test_countedThenEnded(self) -> None:
+        """
+        Skipped bytes count against the rest of the body; the last one ends
+        the request, and the next request is parsed afresh.
+        """
+        parser, r = _parser()
+        parser.feed((POST % 10) + b"ab")
+        self.assertEqual(parser.rawLeft, 8)
+        parser.skip(5)
+        self.assertEqual((parser.rawLeft, r.ended), (3, []))
+        parser.skip(3)
+        self.assertEqual((parser.rawLeft, r.ended), (0, [[]]))
+        parser.feed(b"GET /next HTTP/1.1\r\n" + H + b"\r\n")
+        self.assertEqual([h.target for h in r.heads], [b"/up", b"/next"])
+        self.assertEqual(r.body, [b"ab"])
+
+    def test_notPastTheBody(self) -> None:
+        """
+        Skipping more than is left is a bug of the caller, not a request.
+        """
+        parser, _ = _parser()
+        parser.feed((POST % 4) + b"ab")
+        self.assertRaises(ValueError, parser.skip, 3)
+
+    def test_onlyOnceReadEndedInBody(self) -> None:
+        """
+        A body not yet begun, or a chunked one, has nothing to skip.
+        """
+        parser, _ = _parser()
+        parser.feed(POST % 4)
+        self.assertEqual(parser.rawLeft, 4)
+        parser, _ = _parser()
+        parser.feed(b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n3\r\nab")
+        self.assertEqual(parser.rawLeft, 0)

@@ -10,6 +10,7 @@ import io
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
+from revproxy.http.body import RequestBody
 from revproxy.routing import Upstream
 from revproxy.upstream.body import BODY_CHUNK
 from revproxy.upstream.connection import (
@@ -19,6 +20,7 @@ from revproxy.upstream.connection import (
 )
 from revproxy.upstream.pool import UpstreamPool
 from tests.fakes import AbortableTransport, FakeEndpoint, RecordingReceiver
+from tests.http.test_body import Reader
 
 UP = Upstream("http", "10.0.0.1", 80)
 HEAD = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
@@ -334,6 +336,26 @@ class SendTests(SynchronousTestCase):
             producer.resumeProducing()
             self.assertEqual(len(transport.value()), expected)
         self.assertIsNone(transport.producer)
+
+    def test_spliceTarget(self) -> None:
+        """
+        A streamed body of known length offers the upstream's transport for
+        splicing only if it is a plain TCP one with nothing buffered
+        (L{revproxy._compat.sendsNow}); a chunked body, whose framing is
+        written here, never does, nor a closed sender.
+        """
+        from revproxy.upstream import body as bodyModule
+        from revproxy.upstream.body import BodyStream
+
+        h, conn, transport = self._conn()
+        stream = BodyStream(conn, RequestBody(Reader(), 10, 0), lambda s, m: None)
+        self.assertIsNone(stream.spliceTarget())  # a StringTransport
+        self.patch(bodyModule, "sendsNow", lambda t: t is transport)
+        self.assertIs(stream.spliceTarget(), transport)
+        stream.close()
+        self.assertIsNone(stream.spliceTarget())
+        chunked = BodyStream(conn, RequestBody(Reader(), -1, 0), lambda s, m: None)
+        self.assertIsNone(chunked.spliceTarget())
 
     def test_bodyDoneAtLastByte(self) -> None:
         """
