@@ -33,6 +33,7 @@ left for another.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from typing import Any, Protocol
@@ -54,6 +55,8 @@ PIPE_SIZE = 1024 * 1024
 
 _FLAGS = getattr(os, "SPLICE_F_MOVE", 0) | getattr(os, "SPLICE_F_NONBLOCK", 0)
 
+_UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP})
+
 _pipe: tuple[int, int] | None = None
 _failed = False
 
@@ -64,7 +67,9 @@ def _thePipe() -> tuple[int, int] | None:
     where C{splice} is not available.
     """
     global _pipe, _failed
-    if _pipe is not None or _failed:
+    if _failed:
+        return None
+    if _pipe is not None:
         return _pipe
     if not hasattr(os, "splice"):
         _failed = True
@@ -89,14 +94,23 @@ def spliceBody(source: int, size: int, sink: Any) -> int:
     C{sink} (a plain TCP transport with nothing buffered); return how many
     moved, C{0} at the end of the client's stream.
 
-    @raise BlockingIOError: nothing to read now.
+    @raise BlockingIOError: nothing to read now; or the kernel refused to
+        splice from this socket, which turns splicing off for the process
+        (the next read is an ordinary one).
     @raise OSError: the client's connection failed.
     """
+    global _failed
     pipe = _thePipe()
     if pipe is None:
         raise BlockingIOError("no pipe")
     r, w = pipe
-    moved = os.splice(source, w, min(size, PIPE_SIZE), flags=_FLAGS)
+    try:
+        moved = os.splice(source, w, min(size, PIPE_SIZE), flags=_FLAGS)
+    except OSError as e:
+        if e.errno in _UNSUPPORTED:
+            _failed = True
+            raise BlockingIOError("splice(2) refused") from e
+        raise
     if not moved:
         return 0
     sent = 0
@@ -177,16 +191,17 @@ class SpliceReader:
     def doRead(self) -> Any:
         channel = self._channel
         size, sink = channel.readPlan()
+        moved = -1
         try:
-            if sink is None:
-                data = self._socket.recv(size)
-            else:
+            if sink is not None and not _failed:
                 moved = spliceBody(self._fd, size, sink)
+            else:
+                data = self._socket.recv(min(size, PIPE_SIZE))
         except BlockingIOError:
             return None
         except OSError:
             return main.CONNECTION_LOST
-        if sink is None:
+        if moved < 0:
             if not data:
                 return main.CONNECTION_DONE
             channel.dataReceived(data)

@@ -257,6 +257,33 @@ class SpliceReaderTests(SynchronousTestCase):
         reader = SpliceReader(Channel((10, None)), ReaderTransport(self.b))
         self.assertIs(reader.doRead(), main.CONNECTION_LOST)
 
+    def test_refusedTurnsSplicingOff(self) -> None:
+        """
+        A kernel that refuses to splice from the socket (EINVAL) turns
+        splicing off for the process: that read moves nothing, and the next
+        one, and every later one, is ordinary, of no more than a pipe's
+        worth even when the plan is a whole body.
+        """
+        import errno
+
+        def refuse(*args: object, **kw: object) -> int:
+            raise OSError(errno.EINVAL, "no")
+
+        self.patch(splice, "_failed", False)
+        self.patch(splice.os, "splice", refuse)
+        up, upPeer = _pair()
+        self.addCleanup(up.close)
+        self.addCleanup(upPeer.close)
+        channel = Channel((10 << 30, SinkTransport(up)))
+        reader = SpliceReader(channel, ReaderTransport(self.b))
+        self.a.sendall(b"body")
+        self.assertIsNone(reader.doRead())
+        self.assertEqual((channel.data, channel.spliced), ([], []))
+        self.assertTrue(splice._failed)
+        self.assertIsNone(splice._thePipe())
+        self.assertIsNone(reader.doRead())
+        self.assertEqual(channel.data, [b"body"])
+
     def test_onlyPlainTCP(self) -> None:
         """
         Any transport but a plain TCP one is read as it reads itself.
