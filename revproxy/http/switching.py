@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.http.test_upgrade -*-
+# -*- test-case-name: tests.forward.test_tunnel -*-
 """
 The part of a client connection (L{revproxy.http.channel.ProxyChannel}) that
 hands it over to a tunnel once the upstream switched protocols (101): from

@@ -18,8 +18,8 @@ import pytest
 import pytest_twisted
 
 from revproxy.http import splice
-from tests.integration.test_edge import raw
 from tests.integration import test_proxy as harness
+from tests.integration.test_edge import raw
 from tests.integration.test_proxy import Cleanup, proxy, upstream, wait
 
 cleanup = harness.cleanup  # the fixture
@@ -61,20 +61,30 @@ def _done(data: bytes) -> bool:
     return b"\r\n\r\n{" in data and data.rstrip().endswith(b"}")
 
 
-async def _route(cleanup: Cleanup, **kw) -> tuple[object, int]:
-    up = await upstream(cleanup, **kw)
+async def _route(cleanup: Cleanup) -> tuple[object, int]:
+    up = await upstream(cleanup)
     port, _ = await proxy(cleanup, "--route", f"blog.example.com={up.address}")
     return up, port
+
+
+async def _begun(cleanup: Cleanup, size: int, first: int) -> tuple[object, object, bytes]:
+    """
+    A proxy and its upstream, and a client that sent the head of a request
+    with a random body of C{size} bytes and its C{first} bytes, which the
+    upstream's connection has begun to get.
+    """
+    up, port = await _route(cleanup)
+    c = await raw(cleanup, port)
+    body = os.urandom(size)
+    c.transport.write(HEAD % len(body) + body[:first])
+    await wait(lambda: up.connections, 5, "the upstream connection")
+    return up, c, body
 
 
 @pytest_twisted.ensureDeferred
 async def test_large_body_spliced_whole(cleanup, spliced):
     """A 4 MiB body sent in pieces reaches the upstream whole, all but its first read spliced."""
-    up, port = await _route(cleanup)
-    c = await raw(cleanup, port)
-    body = os.urandom(4 << 20)
-    c.transport.write(HEAD % len(body) + body[:1000])
-    await wait(lambda: up.connections, 5, "the upstream connection")
+    up, c, body = await _begun(cleanup, 4 << 20, 1000)
     for i in range(1000, len(body), 300_000):
         c.transport.write(body[i : i + 300_000])
     await wait(lambda: _done(c.data), 20, "the response")
@@ -106,11 +116,7 @@ async def test_concurrent_bodies_stay_apart(cleanup, spliced):
 @pytest_twisted.ensureDeferred
 async def test_slow_upstream_spliced_body_whole(cleanup, spliced):
     """An upstream that stops reading fills its socket: the rest goes through the transport, in order."""
-    up, port = await _route(cleanup)
-    c = await raw(cleanup, port)
-    body = os.urandom(16 << 20)
-    c.transport.write(HEAD % len(body) + body[:10])
-    await wait(lambda: up.connections, 5, "the upstream connection")
+    up, c, body = await _begun(cleanup, 16 << 20, 10)
     conn = up.connections[0]
     conn.transport.pauseProducing()
     c.transport.write(body[10:])
@@ -124,11 +130,7 @@ async def test_slow_upstream_spliced_body_whole(cleanup, spliced):
 @pytest_twisted.ensureDeferred
 async def test_pipelined_request_after_spliced_body(cleanup, spliced):
     """What follows a spliced body is read as the next request, never spliced into the first."""
-    up, port = await _route(cleanup)
-    c = await raw(cleanup, port)
-    body = os.urandom(500_000)
-    c.transport.write(HEAD % len(body) + body[:10])
-    await wait(lambda: up.connections, 5, "the upstream connection")
+    up, c, body = await _begun(cleanup, 500_000, 10)
     c.transport.write(body[10:] + b"GET /next HTTP/1.1\r\nHost: blog.example.com\r\n\r\n")
     await wait(lambda: c.data.count(b"HTTP/1.1 200 ") == 2 and c.data.rstrip().endswith(b"}"),
                20, "both responses")
