@@ -86,7 +86,7 @@ def renderLine(
     return (
         f'{client} - - [{stamp}] "{_quote(method)} {_quote(uri)} '
         f'{_quote(protocol)}" {status} {size} "{_quote(referer)}" '
-        f'"{_quote(agent)}" upstream={upstream if upstream is not None else "-"} '
+        f'"{_quote(agent)}" upstream={upstream.name if upstream is not None else "-"} '
         f"duration={duration:.6f} request_id={rid.decode('ascii') if rid else '-'}\n"
     )
 
@@ -169,8 +169,8 @@ class AccessLogger:
         self._second = -1
         self._stamp = ""
 
-    def _timestamp(self) -> str:
-        now = int(self._clock.seconds())
+    def _timestamp(self, seconds: float | None = None) -> str:
+        now = int(self._clock.seconds() if seconds is None else seconds)
         if now != self._second:
             self._second = now
             self._stamp = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now))
@@ -191,9 +191,10 @@ class AccessLogger:
             headers = request.requestHeaders
             referer = headers.getRawHeaders(b"referer")
             agent = headers.getRawHeaders(b"user-agent")
+            now = self._clock.seconds()
             writer.write((
                 getattr(request.getClientAddress(), "host", "-"),
-                self._timestamp(),
+                self._timestamp(now),
                 request.method,
                 request.uri,
                 request.clientproto,
@@ -204,7 +205,7 @@ class AccessLogger:
                 upstream,
                 duration,
                 getattr(request, "requestId", None),
-                self._clock.seconds(),
+                now,
             ))
             return
         self._emit(
