@@ -368,6 +368,139 @@ class DirectDispatchTests(SynchronousTestCase):
         self.assertNotIn("doIteration", vars(clock))
 
 
+class BatchedWriteTests(SynchronousTestCase):
+    """
+    On a reactor that L{directDispatch} changed, L{writeThrough} queues the
+    bytes of a transport that holds nothing, and the end of the reactor's
+    turn sends them, in order with anything written to the transport since.
+    """
+
+    def connection(self) -> tuple[Any, Any, Any]:
+        """
+        A Twisted server transport over a real loopback connection, on an
+        epoll reactor that batches writes (not running), and the client's
+        socket.
+        """
+        from twisted.internet import tcp
+        from twisted.internet.epollreactor import EPollReactor
+
+        import revproxy._compat as compat
+
+        reactor = EPollReactor()
+        self.addCleanup(reactor._poller.close)
+        self.patch(compat, "_batching", reactor)
+        self.addCleanup(compat._queued.clear)
+        listening = socket.socket()
+        self.addCleanup(listening.close)
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(1)
+        client = socket.create_connection(listening.getsockname())
+        self.addCleanup(client.close)
+        client.settimeout(5)
+        accepted, peer = listening.accept()
+        self.addCleanup(accepted.close)
+        accepted.setblocking(False)
+        transport = tcp.Server(accepted, Protocol(), peer, None, 1, reactor)  # type: ignore[arg-type]
+        return transport, client, reactor
+
+    def _pending(self, client: socket.socket) -> bytes:
+        client.setblocking(False)
+        try:
+            return client.recv(1 << 20)
+        except BlockingIOError:
+            return b""
+        finally:
+            client.settimeout(5)
+
+    def test_queuedUntilTheTurnEnds(self) -> None:
+        """
+        Nothing is sent before the end of the turn, then every write of the
+        turn, in order, without the reactor watching for writability.
+        """
+        from revproxy._compat import _flushWrites
+
+        transport, client, reactor = self.connection()
+        writeThrough(transport, b"one ")
+        writeThrough(transport, b"two")
+        self.assertEqual(self._pending(client), b"")
+        _flushWrites()
+        self.assertEqual(client.recv(100), b"one two")
+        self.assertNotIn(transport, reactor.getWriters())
+
+    def test_directWriteAfterwards(self) -> None:
+        """
+        Bytes written to the transport itself after queued ones go after
+        them.
+        """
+        from revproxy._compat import _flushWrites
+
+        transport, client, reactor = self.connection()
+        writeThrough(transport, b"first ")
+        transport.write(b"second ")
+        writeThrough(transport, b"third")
+        _flushWrites()
+        self.assertIn(transport, reactor.getWriters())
+        transport.doWrite()
+        self.assertEqual(client.recv(100), b"first second third")
+
+    def test_restBuffered(self) -> None:
+        """
+        What the socket does not take goes to the transport's buffer, in
+        order, and the reactor watches for writability.
+        """
+        from revproxy._compat import _flushWrites
+
+        transport, client, reactor = self.connection()
+        data = bytes(range(256)) * 40_000
+        writeThrough(transport, data)
+        _flushWrites()
+        self.assertIn(transport, reactor.getWriters())
+        got = b""
+        while len(got) < len(data):
+            got += client.recv(1 << 20)
+            transport.doWrite()
+        self.assertEqual(got, data)
+
+    def test_lostConnectionDropped(self) -> None:
+        """
+        The queued bytes of a connection lost before the end of the turn
+        are dropped.
+        """
+        from revproxy._compat import _flushWrites
+
+        transport, client, reactor = self.connection()
+        writeThrough(transport, b"late")
+        transport.connected = False
+        _flushWrites()
+        self.assertEqual(self._pending(client), b"")
+
+    def test_turnSends(self) -> None:
+        """
+        The replaced poll sends what was queued, at the end of its turn.
+        """
+        import revproxy._compat as compat
+
+        transport, client, reactor = self.connection()
+        self.assertTrue(directDispatch(reactor))
+        self.addCleanup(setattr, compat, "_batching", compat._batching)
+        writeThrough(transport, b"hello")
+        reactor.doIteration(0)
+        self.assertEqual(client.recv(100), b"hello")
+
+    def test_privateNames(self) -> None:
+        """
+        A transport's own write appends to C{_tempDataBuffer} and counts in
+        C{_tempDataLen}, what the queued bytes are put in front of.
+        """
+        from twisted.internet import abstract
+
+        source = inspect.getsource(abstract.FileDescriptor.write)
+        self.assertIn("self._tempDataBuffer.append(data)", source)
+        self.assertIn("self._tempDataLen += len(data)", source)
+        transport, _, _ = self.connection()
+        self.assertEqual(transport._tempDataLen, 0)
+
+
 class EtcdLibraryPrivatesTests(SynchronousTestCase):
     """
     The private names of txaioetcd and treq that revproxy relies on.

@@ -50,6 +50,7 @@ KNOWN_PRIVATE_ATTRIBUTES = {
     "_parse",
     "_marshal",
     "_tempDataBuffer",
+    "_tempDataLen",
     "_writeDisconnected",
     "_poller",
     "_selectables",

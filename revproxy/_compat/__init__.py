@@ -20,7 +20,7 @@ from typing import Any
 
 from twisted.internet import tcp
 from twisted.internet.defer import Deferred, succeed
-from twisted.logger import ILogObserver, LogPublisher
+from twisted.logger import ILogObserver, LogPublisher, Logger
 from twisted.python.failure import Failure
 
 __all__ = [
@@ -146,8 +146,23 @@ def writeThrough(transport: Any, data: bytes) -> None:
     Only plain TCP connections (exactly L{tcp.Server} and L{tcp.Client},
     not a TLS wrapper or a UNIX socket) are written through; any other
     transport gets an ordinary C{write}.
+
+    On a reactor that L{directDispatch} changed, the send waits for the end
+    of the reactor's turn (L{_flushWrites}), with every other connection's:
+    see there.
     """
+    queued = _queued.get(transport)
+    if queued is not None:
+        if transport._tempDataBuffer:
+            # Written to directly since: these bytes go after those.
+            transport.write(data)
+        else:
+            queued.append(data)
+        return
     if sendsNow(transport):
+        if transport.reactor is _batching:
+            _queued[transport] = [data]
+            return
         try:
             sent = transport.getHandle().send(data)
         except OSError:
@@ -157,6 +172,58 @@ def writeThrough(transport: Any, data: bytes) -> None:
             return
         data = data[sent:]
     transport.write(data)
+
+
+_queued: dict[Any, list[bytes]] = {}
+_log = Logger()
+_batching: Any = None
+
+
+def _flushWrites() -> None:
+    """
+    Send what L{writeThrough} queued in this turn of the reactor, each
+    connection's bytes in one C{send}.
+
+    Why at the end of the turn: on loopback, and in a VM, every send that
+    makes a sleeping peer's socket readable wakes the peer, and a wake-up
+    on another CPU is an interrupt between processors.  Sent one by one as
+    each request is handled, the sends of a turn are spread over the turn
+    and each wakes the peer anew; sent together, only the first does.
+    Measured on a 1 KiB GET (50 clients): the kernel's share of a request
+    fell from about 26 to 15 µs, the whole from 82 to 72 µs.
+
+    The order of bytes is kept.  A connection's bytes are queued only when
+    its transport holds nothing (L{sendsNow}); the transport cannot write
+    before this runs (it is not watched for writability while it holds
+    nothing), so whatever was written to it directly since (its own
+    C{write}) came after the queued bytes, which are put before it in its
+    buffer (C{_tempDataBuffer}, C{_tempDataLen}).  A connection lost
+    since has its bytes dropped, as its buffer would be.
+    """
+    while _queued:
+        items = list(_queued.items())
+        _queued.clear()
+        for transport, chunks in items:
+            try:
+                _send(transport, chunks[0] if len(chunks) == 1 else b"".join(chunks))
+            except Exception:
+                _log.failure("writing to {transport}", transport=transport)
+
+
+def _send(transport: Any, data: bytes) -> None:
+    if not transport.connected:
+        return
+    if transport._tempDataBuffer:
+        transport._tempDataBuffer.insert(0, data)
+        transport._tempDataLen += len(data)
+        return
+    try:
+        sent = transport.getHandle().send(data)
+    except OSError:
+        # EAGAIN, or an error the transport's own write will meet.
+        sent = 0
+    if sent < len(data):
+        transport.write(data[sent:] if sent else data)
 
 
 def sendsNow(transport: Any) -> bool:
@@ -219,6 +286,9 @@ def directDispatch(reactor: Any) -> bool:
     connection's data is handled (a library's C{log.err}) shows C{-} instead
     of the connection's prefix as its system.
 
+    The replacement also sends, at the start and end of each turn, what
+    L{writeThrough} queued for the reactor's connections (L{_flushWrites}).
+
     Private names: C{EPollReactor._poller}, C{_selectables} and
     C{_doReadOrWrite}, which the replacement uses exactly as C{doPoll} does;
     C{doPoll} and C{doIteration} are set on the instance.
@@ -231,6 +301,9 @@ def directDispatch(reactor: Any) -> bool:
     handle = reactor._doReadOrWrite
 
     def doPoll(timeout: float | None) -> None:
+        if _queued:
+            # Written by timed calls, which run just before.
+            _flushWrites()
         try:
             events = reactor._poller.poll(-1 if timeout is None else timeout, len(selectables))
         except InterruptedError:
@@ -239,8 +312,12 @@ def directDispatch(reactor: Any) -> bool:
             selectable = selectables.get(fd)
             if selectable is not None:
                 handle(selectable, fd, event)
+        if _queued:
+            _flushWrites()
 
+    global _batching
     reactor.doPoll = reactor.doIteration = doPoll  # type: ignore[method-assign]
+    _batching = reactor
     return True
 
 
