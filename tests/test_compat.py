@@ -461,6 +461,20 @@ class BatchedWriteTests(SynchronousTestCase):
             transport.doWrite()
         self.assertEqual(got, data)
 
+    def test_notSendsNowWhileQueued(self) -> None:
+        """
+        A transport with queued bytes does not take bytes into its socket
+        directly (a spliced body): they would overtake the queued ones.
+        """
+        from revproxy._compat import _flushWrites
+
+        transport, client, reactor = self.connection()
+        self.assertTrue(sendsNow(transport))
+        writeThrough(transport, b"head")
+        self.assertFalse(sendsNow(transport))
+        _flushWrites()
+        self.assertTrue(sendsNow(transport))
+
     def test_lostConnectionDropped(self) -> None:
         """
         The queued bytes of a connection lost before the end of the turn

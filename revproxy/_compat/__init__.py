@@ -230,11 +230,12 @@ def sendsNow(transport: Any) -> bool:
     """
     Whether C{transport} is a plain TCP connection (exactly L{tcp.Server} or
     L{tcp.Client}, not TLS) that is open for writing and has nothing
-    buffered: what is written to its socket now goes out in order.  See
-    L{writeThrough} for the private names it reads.
+    buffered or queued (L{writeThrough}): what is written to its socket now
+    goes out in order.  See L{writeThrough} for the private names it reads.
     """
     return (
         type(transport) in _PLAIN_TCP
+        and transport not in _queued
         and transport.connected
         and not transport.disconnecting
         and not transport.dataBuffer
