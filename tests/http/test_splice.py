@@ -322,7 +322,7 @@ class ChannelPlanTests(SynchronousTestCase):
         """
         h = _harness()
         channel: Any
-        channel, client = h.client(POST % 10 + b"abcd")
+        channel, client = h.client(POST % 10 + b"wxyz")
         conn, upstream = h.upstream()
         self.assertEqual(channel.readPlan(), (6, upstream))
         channel.bodySpliced(4)
@@ -336,8 +336,9 @@ class ChannelPlanTests(SynchronousTestCase):
         self.assertEqual(_status(client.value()), 200)
         channel.dataReceived(b"GET /next HTTP/1.1\r\nHost: a.com\r\n\r\n")
         # On the same upstream connection, after the first request's head
-        # and the 4 bytes that were read: the 6 spliced ones are not here.
-        first, second = upstream.value().split(b"abcd")
+        # and the 4 bytes that were read (not hex, unlike the request id): the
+        # 6 spliced ones are not here.
+        first, second = upstream.value().split(b"wxyz")
         self.assertTrue(second.startswith(b"GET /next "), second)
 
     def test_notWhileHeld(self) -> None:
