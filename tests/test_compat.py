@@ -193,6 +193,27 @@ class TwistedPrivatesTests(SynchronousTestCase):
         self.assertTrue(issubclass(pool._factory, HTTPConnectionPool._factory))
 
 
+def serverConnection(case: SynchronousTestCase, reactor: Any) -> tuple[Any, socket.socket]:
+    """
+    A Twisted server transport on C{reactor} over a real loopback
+    connection, and the client's socket, closed when C{case} ends.
+    """
+    from twisted.internet import tcp
+
+    listening = socket.socket()
+    case.addCleanup(listening.close)
+    listening.bind(("127.0.0.1", 0))
+    listening.listen(1)
+    client = socket.create_connection(listening.getsockname())
+    case.addCleanup(client.close)
+    client.settimeout(5)
+    accepted, peer = listening.accept()
+    case.addCleanup(accepted.close)
+    accepted.setblocking(False)
+    transport = tcp.Server(accepted, Protocol(), peer, None, 1, reactor)  # type: ignore[arg-type]
+    return transport, client
+
+
 class WriteThroughTests(SynchronousTestCase):
     """
     L{writeThrough} sends at once on a plain TCP transport with nothing
@@ -205,20 +226,8 @@ class WriteThroughTests(SynchronousTestCase):
         memory reactor (which records its readers and writers), and the
         client's socket.
         """
-        from twisted.internet import tcp
-
-        listening = socket.socket()
-        self.addCleanup(listening.close)
-        listening.bind(("127.0.0.1", 0))
-        listening.listen(1)
-        client = socket.create_connection(listening.getsockname())
-        self.addCleanup(client.close)
-        client.settimeout(5)
-        accepted, peer = listening.accept()
-        self.addCleanup(accepted.close)
-        accepted.setblocking(False)
         reactor = MemoryReactorClock()
-        transport = tcp.Server(accepted, Protocol(), peer, None, 1, reactor)  # type: ignore[arg-type]
+        transport, client = serverConnection(self, reactor)
         return transport, client, reactor
 
     def test_privateNames(self) -> None:
@@ -381,7 +390,6 @@ class BatchedWriteTests(SynchronousTestCase):
         epoll reactor that batches writes (not running), and the client's
         socket.
         """
-        from twisted.internet import tcp
         from twisted.internet.epollreactor import EPollReactor
 
         import revproxy._compat as compat
@@ -390,17 +398,7 @@ class BatchedWriteTests(SynchronousTestCase):
         self.addCleanup(reactor._poller.close)
         self.patch(compat, "_batching", reactor)
         self.addCleanup(compat._queued.clear)
-        listening = socket.socket()
-        self.addCleanup(listening.close)
-        listening.bind(("127.0.0.1", 0))
-        listening.listen(1)
-        client = socket.create_connection(listening.getsockname())
-        self.addCleanup(client.close)
-        client.settimeout(5)
-        accepted, peer = listening.accept()
-        self.addCleanup(accepted.close)
-        accepted.setblocking(False)
-        transport = tcp.Server(accepted, Protocol(), peer, None, 1, reactor)  # type: ignore[arg-type]
+        transport, client = serverConnection(self, reactor)
         return transport, client, reactor
 
     def _pending(self, client: socket.socket) -> bytes:
@@ -540,7 +538,7 @@ class EtcdLibraryPrivatesTests(SynchronousTestCase):
         """
         txaioetcd's StatusRequestAssembler builds an empty status body.
         """
-        from revproxy._compat import etcdStatusRequest
+        from revproxy._compat.etcd import etcdStatusRequest
 
         self.assertEqual(etcdStatusRequest(), {})
 
@@ -549,7 +547,7 @@ class EtcdLibraryPrivatesTests(SynchronousTestCase):
         txaioetcd's PutRequestAssembler builds a body of the base64 key and
         value, and nothing else.
         """
-        from revproxy._compat import etcdPutRequest
+        from revproxy._compat.etcd import etcdPutRequest
 
         self.assertEqual(
             etcdPutRequest(b"/hosts/a/h:1", b'{"weight": 2}'),
@@ -564,7 +562,7 @@ class EtcdLibraryPrivatesTests(SynchronousTestCase):
         """
         import txaioetcd  # type: ignore[import-untyped]
 
-        from revproxy._compat import etcdDeleteRequest
+        from revproxy._compat.etcd import etcdDeleteRequest
 
         self.assertEqual(etcdDeleteRequest(txaioetcd.KeySet(b"k")), {"key": "aw=="})
         self.assertEqual(
@@ -579,7 +577,7 @@ class EtcdLibraryPrivatesTests(SynchronousTestCase):
         """
         import txaioetcd
 
-        from revproxy._compat import etcdTxnRequest
+        from revproxy._compat.etcd import etcdTxnRequest
 
         transaction = txaioetcd.Transaction(
             compare=[
@@ -615,7 +613,7 @@ class EtcdLibraryPrivatesTests(SynchronousTestCase):
         validate_client_submit_response gives a txn answer's header, with an
         int revision, or None when the answer has none.
         """
-        from revproxy._compat import etcdTxnHeader
+        from revproxy._compat.etcd import etcdTxnHeader
 
         answer = {
             "header": {"revision": "7", "member_id": "2"},
@@ -630,7 +628,7 @@ class EtcdLibraryPrivatesTests(SynchronousTestCase):
         Status._parse gives the version, leader, raft term and the header's
         revision and member id, as ints where etcd sends decimal strings.
         """
-        from revproxy._compat import parseEtcdStatus
+        from revproxy._compat.etcd import parseEtcdStatus
 
         status = parseEtcdStatus(
             {
@@ -652,7 +650,7 @@ class EtcdLibraryPrivatesTests(SynchronousTestCase):
         Range._parse gives the header's revision and each key's key, value
         (None when the gateway left an empty value out) and mod revision.
         """
-        from revproxy._compat import parseEtcdRange
+        from revproxy._compat.etcd import parseEtcdRange
 
         result = parseEtcdRange(
             {
@@ -675,7 +673,7 @@ class EtcdLibraryPrivatesTests(SynchronousTestCase):
         """
         Revision._parse gives a put answer's header and its revision.
         """
-        from revproxy._compat import parseEtcdRevision
+        from revproxy._compat.etcd import parseEtcdRevision
 
         self.assertEqual(parseEtcdRevision({"header": {"revision": "9"}}).header.revision, 9)
 
@@ -684,7 +682,7 @@ class EtcdLibraryPrivatesTests(SynchronousTestCase):
         Deleted._parse gives a delete answer's header and how many keys went,
         0 when the gateway left the count out.
         """
-        from revproxy._compat import parseEtcdDeleted
+        from revproxy._compat.etcd import parseEtcdDeleted
 
         deleted = parseEtcdDeleted({"header": {"revision": "9"}, "deleted": "2"})
         self.assertEqual((deleted.header.revision, deleted.deleted), (9, 2))

@@ -20,7 +20,7 @@ from typing import Any
 
 from twisted.internet import tcp
 from twisted.internet.defer import Deferred, succeed
-from twisted.logger import ILogObserver, LogPublisher, Logger
+from twisted.logger import ILogObserver, Logger, LogPublisher
 from twisted.python.failure import Failure
 
 __all__ = [
@@ -390,29 +390,3 @@ def waitingProcessMonitor() -> type[Any]:
 
 
 _WaitingProcessMonitor: type[Any] | None = None
-
-
-# txaioetcd's and treq's private names: revproxy._compat.etcd.
-from revproxy._compat.etcd import (  # noqa: E402
-    etcdDeleteRequest,
-    etcdPutRequest,
-    etcdStatusRequest,
-    etcdTxnHeader,
-    etcdTxnRequest,
-    parseEtcdDeleted,
-    parseEtcdRange,
-    parseEtcdRevision,
-    parseEtcdStatus,
-)
-
-__all__ += [
-    "etcdDeleteRequest",
-    "etcdPutRequest",
-    "etcdStatusRequest",
-    "etcdTxnHeader",
-    "etcdTxnRequest",
-    "parseEtcdDeleted",
-    "parseEtcdRange",
-    "parseEtcdRevision",
-    "parseEtcdStatus",
-]
