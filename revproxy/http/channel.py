@@ -28,9 +28,10 @@ known length moved by the kernel into the upstream's socket when its
 consumer takes bytes at once.
 
 Writing: a response's head is held until its first body bytes (or its end)
-so that both go in one write, and each write goes to the socket at once
-when nothing is buffered (L{revproxy._compat.writeThrough}) instead of on
-the reactor's next turn.  The connection has C{TCP_NODELAY}, as nginx's
+so that both go in one write, and the writes of a reactor turn go to the
+socket together at its end when nothing is buffered
+(L{revproxy._compat.writeThrough}), without waiting for the next turn's
+poll for writability.  The connection has C{TCP_NODELAY}, as nginx's
 keep-alive connections do: a chunked response's last chunk, a write of its
 own, must not wait for the client's delayed ACK.
 """
