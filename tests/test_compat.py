@@ -486,6 +486,23 @@ class BatchedWriteTests(SynchronousTestCase):
         _flushWrites()
         self.assertEqual(self._pending(client), b"")
 
+    def test_abortedDropped(self) -> None:
+        """
+        An aborted connection's queued bytes are dropped, as its buffer is;
+        and it takes no more at once.
+        """
+        from twisted.internet import tcp
+
+        from revproxy._compat import _flushWrites
+
+        transport, client, reactor = self.connection()
+        writeThrough(transport, b"late")
+        transport.abortConnection()
+        self.assertIn("self._aborting = True", inspect.getsource(tcp.Connection.abortConnection))
+        self.assertFalse(sendsNow(transport))
+        _flushWrites()
+        self.assertEqual(self._pending(client), b"")
+
     def test_turnSends(self) -> None:
         """
         The replaced poll sends what was queued, at the end of its turn.

@@ -51,6 +51,7 @@ KNOWN_PRIVATE_ATTRIBUTES = {
     "_marshal",
     "_tempDataBuffer",
     "_tempDataLen",
+    "_aborting",
     "_writeDisconnected",
     "_poller",
     "_selectables",

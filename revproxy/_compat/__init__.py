@@ -197,8 +197,9 @@ def _flushWrites() -> None:
     before this runs (it is not watched for writability while it holds
     nothing), so whatever was written to it directly since (its own
     C{write}) came after the queued bytes, which are put before it in its
-    buffer (C{_tempDataBuffer}, C{_tempDataLen}).  A connection lost
-    since has its bytes dropped, as its buffer would be.
+    buffer (C{_tempDataBuffer}, C{_tempDataLen}).  A connection lost or
+    aborted since (C{_aborting}) has its bytes dropped, as its buffer
+    would be.
     """
     while _queued:
         items = list(_queued.items())
@@ -211,7 +212,8 @@ def _flushWrites() -> None:
 
 
 def _send(transport: Any, data: bytes) -> None:
-    if not transport.connected:
+    if not transport.connected or transport._aborting:
+        # Lost, or aborted (which drops what is buffered) since.
         return
     if transport._tempDataBuffer:
         transport._tempDataBuffer.insert(0, data)
@@ -238,6 +240,7 @@ def sendsNow(transport: Any) -> bool:
         and transport not in _queued
         and transport.connected
         and not transport.disconnecting
+        and not transport._aborting
         and not transport.dataBuffer
         and not transport._tempDataBuffer
         and not transport._writeDisconnected
