@@ -23,10 +23,8 @@ from revproxy._compat import (
     clearExitSignal,
     directDispatch,
     logFilesOf,
-    plainTCP,
     publisherObservers,
     quietHTTPConnectionPool,
-    replaceRead,
     sendsNow,
     waitingProcessMonitor,
     writeThrough,
@@ -555,7 +553,7 @@ class EtcdLibraryPrivatesTests(SynchronousTestCase):
         """
         txaioetcd's StatusRequestAssembler builds an empty status body.
         """
-        from revproxy._compat.etcd import etcdStatusRequest
+        from revproxy._compat import etcdStatusRequest
 
         self.assertEqual(etcdStatusRequest(), {})
 
@@ -564,7 +562,7 @@ class EtcdLibraryPrivatesTests(SynchronousTestCase):
         txaioetcd's PutRequestAssembler builds a body of the base64 key and
         value, and nothing else.
         """
-        from revproxy._compat.etcd import etcdPutRequest
+        from revproxy._compat import etcdPutRequest
 
         self.assertEqual(
             etcdPutRequest(b"/hosts/a/h:1", b'{"weight": 2}'),
@@ -579,7 +577,7 @@ class EtcdLibraryPrivatesTests(SynchronousTestCase):
         """
         import txaioetcd  # type: ignore[import-untyped]
 
-        from revproxy._compat.etcd import etcdDeleteRequest
+        from revproxy._compat import etcdDeleteRequest
 
         self.assertEqual(etcdDeleteRequest(txaioetcd.KeySet(b"k")), {"key": "aw=="})
         self.assertEqual(
@@ -594,7 +592,7 @@ class EtcdLibraryPrivatesTests(SynchronousTestCase):
         """
         import txaioetcd
 
-        from revproxy._compat.etcd import etcdTxnRequest
+        from revproxy._compat import etcdTxnRequest
 
         transaction = txaioetcd.Transaction(
             compare=[
@@ -630,7 +628,7 @@ class EtcdLibraryPrivatesTests(SynchronousTestCase):
         validate_client_submit_response gives a txn answer's header, with an
         int revision, or None when the answer has none.
         """
-        from revproxy._compat.etcd import etcdTxnHeader
+        from revproxy._compat import etcdTxnHeader
 
         answer = {
             "header": {"revision": "7", "member_id": "2"},
@@ -645,7 +643,7 @@ class EtcdLibraryPrivatesTests(SynchronousTestCase):
         Status._parse gives the version, leader, raft term and the header's
         revision and member id, as ints where etcd sends decimal strings.
         """
-        from revproxy._compat.etcd import parseEtcdStatus
+        from revproxy._compat import parseEtcdStatus
 
         status = parseEtcdStatus(
             {
@@ -667,7 +665,7 @@ class EtcdLibraryPrivatesTests(SynchronousTestCase):
         Range._parse gives the header's revision and each key's key, value
         (None when the gateway left an empty value out) and mod revision.
         """
-        from revproxy._compat.etcd import parseEtcdRange
+        from revproxy._compat import parseEtcdRange
 
         result = parseEtcdRange(
             {
@@ -690,7 +688,7 @@ class EtcdLibraryPrivatesTests(SynchronousTestCase):
         """
         Revision._parse gives a put answer's header and its revision.
         """
-        from revproxy._compat.etcd import parseEtcdRevision
+        from revproxy._compat import parseEtcdRevision
 
         self.assertEqual(parseEtcdRevision({"header": {"revision": "9"}}).header.revision, 9)
 
@@ -699,32 +697,30 @@ class EtcdLibraryPrivatesTests(SynchronousTestCase):
         Deleted._parse gives a delete answer's header and how many keys went,
         0 when the gateway left the count out.
         """
-        from revproxy._compat.etcd import parseEtcdDeleted
+        from revproxy._compat import parseEtcdDeleted
 
         deleted = parseEtcdDeleted({"header": {"revision": "9"}, "deleted": "2"})
         self.assertEqual((deleted.header.revision, deleted.deleted), (9, 2))
         self.assertEqual(parseEtcdDeleted({"header": {"revision": "9"}}).deleted, 0)
 
 
-class ReadTests(SynchronousTestCase):
+class SendsNowTests(SynchronousTestCase):
     """
-    L{plainTCP}, L{sendsNow} and L{replaceRead} on a real Twisted transport.
+    L{sendsNow} on a real Twisted transport.
     """
 
     connection = WriteThroughTests.connection
 
     def test_plainTCP(self) -> None:
         """
-        A plain TCP transport is one; an in-memory one, or one that started
-        TLS, is not.
+        An open plain TCP transport that holds nothing sends now; an
+        in-memory one, or one that started TLS, does not.
         """
         transport, _, _ = self.connection()
-        self.assertTrue(plainTCP(transport))
         self.assertTrue(sendsNow(transport))
-        self.assertFalse(plainTCP(StringTransport()))
         self.assertFalse(sendsNow(StringTransport()))
         transport.TLS = True
-        self.assertFalse(plainTCP(transport))
+        self.assertFalse(sendsNow(transport))
 
     def test_sendsNowOnlyWhenEmpty(self) -> None:
         """
@@ -736,18 +732,3 @@ class ReadTests(SynchronousTestCase):
         transport, _, _ = self.connection()
         transport.loseConnection()
         self.assertFalse(sendsNow(transport))
-
-    def test_replaceRead(self) -> None:
-        """
-        The reactor calls the replacement when the socket is readable: it
-        calls the attribute C{doRead} of the selectable it registered.
-        """
-        from twisted.internet import posixbase
-
-        transport, client, _ = self.connection()
-        calls: list[int] = []
-        replaceRead(transport, lambda: calls.append(1))
-        source = inspect.getsource(posixbase._PollLikeMixin._doReadOrWrite)
-        self.assertIn("selectable.doRead()", source)
-        transport.doRead()
-        self.assertEqual(calls, [1])

@@ -94,7 +94,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 from zope.interface import implementer
 
-from revproxy._compat.etcd import (
+from revproxy._compat import (
     etcdDeleteRequest,
     etcdPutRequest,
     etcdStatusRequest,

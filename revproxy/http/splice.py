@@ -38,9 +38,7 @@ import fcntl
 import os
 from typing import Any, Protocol
 
-from twisted.internet import main
-
-from revproxy._compat import plainTCP, replaceRead
+from twisted.internet import main, tcp
 
 __all__ = ["HEAD_READ", "SpliceChannel", "SpliceReader", "spliceBody", "spliceReader"]
 
@@ -218,8 +216,15 @@ def spliceReader(channel: SpliceChannel, transport: Any) -> SpliceReader | None:
     and return it; L{None}, changing nothing, where it cannot apply (TLS,
     another kind of transport, no C{splice}).
     """
-    if not plainTCP(transport) or _thePipe() is None:
+    if type(transport) not in (tcp.Server, tcp.Client) or transport.TLS:
+        # TLS started, or another kind: its socket does not hold the bytes
+        # as the peer sent them.
+        return None
+    if _thePipe() is None:
         return None
     reader = SpliceReader(channel, transport)
-    replaceRead(transport, reader.doRead)
+    # The reactor calls the attribute doRead of the selectable it
+    # registered: an attribute of the instance takes the method's place
+    # (as Twisted's own abortConnection does).
+    transport.doRead = reader.doRead
     return reader

@@ -284,6 +284,33 @@ class SpliceReaderTests(SynchronousTestCase):
         self.assertIsNone(reader.doRead())
         self.assertEqual(channel.data, [b"body"])
 
+    def test_readsInPlaceOfTheTransport(self) -> None:
+        """
+        On a plain TCP transport the reader takes the place of the
+        transport's C{doRead}: the reactor calls the attribute C{doRead} of
+        the selectable it registered.  Once TLS started, it does not.
+        """
+        import inspect
+
+        from twisted.internet import posixbase
+        from twisted.internet.testing import MemoryReactorClock
+
+        from tests.test_compat import serverConnection
+
+        source = inspect.getsource(posixbase._PollLikeMixin._doReadOrWrite)
+        self.assertIn("selectable.doRead()", source)
+        transport, client = serverConnection(self, MemoryReactorClock())
+        channel = Channel((10, None))
+        reader = spliceReader(channel, transport)
+        self.assertIsNotNone(reader)
+        client.sendall(b"hello")
+        self.assertIsNone(transport.doRead())
+        self.assertEqual(channel.data, [b"hello"])
+        other, _ = serverConnection(self, MemoryReactorClock())
+        other.TLS = True
+        self.assertIsNone(spliceReader(channel, other))
+        self.assertNotIn("doRead", vars(other))
+
     def test_onlyPlainTCP(self) -> None:
         """
         Any transport but a plain TCP one is read as it reads itself.

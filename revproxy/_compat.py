@@ -1,8 +1,6 @@
 # -*- test-case-name: tests.test_compat -*-
 """
-Every use of a private name of Twisted, treq or txaioetcd, in one place:
-this package (Twisted's here, txaioetcd's and treq's in
-L{revproxy._compat.etcd}).
+Every use of a private name of Twisted, treq or txaioetcd, in one place.
 
 A private name can change in any release of the library that owns it.
 Each one used here is used for a reason given beside it, where no public
@@ -27,8 +25,6 @@ __all__ = [
     "acceptOneAtATime",
     "clearExitSignal",
     "directDispatch",
-    "plainTCP",
-    "replaceRead",
     "sendsNow",
     "writeThrough",
     "logFilesOf",
@@ -122,10 +118,11 @@ def acceptOneAtATime(port: Any) -> None:
 
 def writeThrough(transport: Any, data: bytes) -> None:
     """
-    Write C{data} to C{transport}: at once, in this call, as far as the
-    socket takes it, when the transport has nothing buffered; through the
-    transport's own C{write} otherwise, and for whatever the socket did not
-    take.
+    Write C{data} to C{transport}: into its socket, as far as the socket
+    takes it, when the transport has nothing buffered (at once, or at the
+    end of the reactor's turn on a reactor that L{directDispatch} changed:
+    L{_flushWrites}); through the transport's own C{write} otherwise, and
+    for whatever the socket did not take.
 
     A Twisted transport never writes in C{write}: it buffers, asks the
     reactor to watch the socket for writability (an C{epoll_ctl}), writes
@@ -146,10 +143,6 @@ def writeThrough(transport: Any, data: bytes) -> None:
     Only plain TCP connections (exactly L{tcp.Server} and L{tcp.Client},
     not a TLS wrapper or a UNIX socket) are written through; any other
     transport gets an ordinary C{write}.
-
-    On a reactor that L{directDispatch} changed, the send waits for the end
-    of the reactor's turn (L{_flushWrites}), with every other connection's:
-    see there.
     """
     queued = _queued.get(transport)
     if queued is not None:
@@ -158,20 +151,12 @@ def writeThrough(transport: Any, data: bytes) -> None:
             transport.write(data)
         else:
             queued.append(data)
-        return
-    if sendsNow(transport):
-        if transport.reactor is _batching:
-            _queued[transport] = [data]
-            return
-        try:
-            sent = transport.getHandle().send(data)
-        except OSError:
-            # EAGAIN, or an error the transport's own write will meet.
-            sent = 0
-        if sent == len(data):
-            return
-        data = data[sent:]
-    transport.write(data)
+    elif not sendsNow(transport):
+        transport.write(data)
+    elif transport.reactor is _batching:
+        _queued[transport] = [data]
+    else:
+        _send(transport, data)
 
 
 _queued: dict[Any, list[bytes]] = {}
@@ -184,22 +169,18 @@ def _flushWrites() -> None:
     Send what L{writeThrough} queued in this turn of the reactor, each
     connection's bytes in one C{send}.
 
-    Why at the end of the turn: on loopback, and in a VM, every send that
-    makes a sleeping peer's socket readable wakes the peer, and a wake-up
-    on another CPU is an interrupt between processors.  Sent one by one as
-    each request is handled, the sends of a turn are spread over the turn
-    and each wakes the peer anew; sent together, only the first does.
-    Measured on a 1 KiB GET (50 clients): the kernel's share of a request
-    fell from about 26 to 15 µs, the whole from 82 to 72 µs.
+    Why: every send that makes a sleeping peer's socket readable wakes the
+    peer, on another CPU an interrupt between processors (costly in a VM).
+    Sent as each request is handled, a turn's sends each wake the peer
+    anew; sent together, only the first does.  Measured on a 1 KiB GET:
+    the kernel's share fell from about 26 to 15 µs a request.
 
-    The order of bytes is kept.  A connection's bytes are queued only when
-    its transport holds nothing (L{sendsNow}); the transport cannot write
-    before this runs (it is not watched for writability while it holds
-    nothing), so whatever was written to it directly since (its own
-    C{write}) came after the queued bytes, which are put before it in its
-    buffer (C{_tempDataBuffer}, C{_tempDataLen}).  A connection lost or
-    aborted since (C{_aborting}) has its bytes dropped, as its buffer
-    would be.
+    Order is kept: bytes are queued only for a transport that holds
+    nothing, which is then not watched for writability and cannot write
+    before this runs; what was written to it directly since came after,
+    and the queued bytes go in front of it (C{_tempDataBuffer},
+    C{_tempDataLen}).  A connection lost or aborted since (C{_aborting})
+    has its bytes dropped, as its buffer would be.
     """
     while _queued:
         items = list(_queued.items())
@@ -246,28 +227,6 @@ def sendsNow(transport: Any) -> bool:
         and not transport._writeDisconnected
         and not transport.TLS
     )
-
-
-def plainTCP(transport: Any) -> bool:
-    """
-    Whether C{transport} is a plain TCP connection (exactly L{tcp.Server} or
-    L{tcp.Client}, no TLS started), whose socket holds the bytes as sent.
-    """
-    return type(transport) in _PLAIN_TCP and not transport.TLS
-
-
-def replaceRead(transport: Any, doRead: Callable[[], Any]) -> None:
-    """
-    Make the reactor call C{doRead} instead of C{transport}'s own when its
-    socket is readable.  C{doRead} returns what L{tcp.Connection.doRead}
-    does: C{None}, or the reason the connection is lost
-    (C{main.CONNECTION_DONE} at end of file, C{main.CONNECTION_LOST}).
-
-    Internal behaviour: the reactor calls the attribute C{doRead} of the
-    selectable it registered, so an attribute of the instance takes the
-    place of the class's method (as L{acceptOneAtATime} does for a port).
-    """
-    transport.doRead = doRead
 
 
 _PLAIN_TCP = (tcp.Server, tcp.Client)
@@ -393,3 +352,149 @@ def waitingProcessMonitor() -> type[Any]:
 
 
 _WaitingProcessMonitor: type[Any] | None = None
+
+# --------------------------------------------------------------------------
+# txaioetcd and treq
+#
+# txaioetcd 18.10.2 is the etcd library the project is built on.  Its
+# request types and response parsers are sound, its client and watch are not
+# (see revproxy.etcd.client); the private names it keeps its request
+# assemblers and parsers under are reached through the helpers below.
+#
+# Each helper imports txaioetcd when called, not when this module is
+# imported: importing txaioetcd takes about a quarter of a second (it pulls
+# numpy), and revproxy.tap, which twistd imports to list its plugins, must
+# stay quick to import.  Only revproxy.etcd.client calls these.
+
+
+__all__ += [
+    "etcdDeleteRequest",
+    "etcdPutRequest",
+    "etcdStatusRequest",
+    "etcdTxnHeader",
+    "etcdTxnRequest",
+    "parseEtcdDeleted",
+    "parseEtcdRange",
+    "parseEtcdRevision",
+    "parseEtcdStatus",
+]
+
+_EtcdJSON = dict[str, Any]
+
+#: The base URL given to txaioetcd's request assemblers, which want one; we
+#: send the bodies they build to URLs of our own (see revproxy.etcd.client).
+_NO_URL = ""
+
+
+def etcdStatusRequest() -> _EtcdJSON:
+    """
+    The body of a C{maintenance/status} call.
+
+    Private: C{txaioetcd._client_commons.StatusRequestAssembler}.  txaioetcd's
+    public C{Client.status} builds it and posts it itself, through the global
+    reactor under C{/v3alpha/}; the assembler is the part of it that works.
+    """
+    from txaioetcd import _client_commons  # type: ignore[import-untyped]
+
+    body: _EtcdJSON = _client_commons.StatusRequestAssembler(_NO_URL).data
+    return body
+
+
+def etcdPutRequest(key: bytes, value: bytes) -> _EtcdJSON:
+    """
+    The body of a C{kv/put} call setting C{key} to C{value}.
+
+    Private: C{txaioetcd._client_commons.PutRequestAssembler}, for the same
+    reason as L{etcdStatusRequest}.
+    """
+    from txaioetcd import _client_commons
+
+    body: _EtcdJSON = _client_commons.PutRequestAssembler(_NO_URL, key, value).data
+    return body
+
+
+def etcdDeleteRequest(keySet: Any) -> _EtcdJSON:
+    """
+    The body of a C{kv/deleterange} call deleting a C{txaioetcd.KeySet}.
+
+    Private: C{txaioetcd._client_commons.DeleteRequestAssembler}, for the
+    same reason as L{etcdStatusRequest}.
+    """
+    from txaioetcd import _client_commons
+
+    body: _EtcdJSON = _client_commons.DeleteRequestAssembler(_NO_URL, keySet).data
+    return body
+
+
+def etcdTxnRequest(transaction: Any) -> _EtcdJSON:
+    """
+    The body of a C{kv/txn} call applying a C{txaioetcd.Transaction}.
+
+    Private: C{Transaction._marshal}, which C{Client.submit} uses to build
+    the body before posting it (through the global reactor).
+    """
+    body: _EtcdJSON = transaction._marshal()
+    return body
+
+
+def etcdTxnHeader(answer: _EtcdJSON) -> Any:
+    """
+    The C{txaioetcd.Header} of a C{kv/txn} answer (L{None} if it has none),
+    after txaioetcd's checks of the answer's responses.
+
+    Private: C{txaioetcd._client_commons.validate_client_submit_response},
+    the parser C{Client.submit} applies to the answer.
+    """
+    from txaioetcd import _client_commons
+
+    header, _ = _client_commons.validate_client_submit_response(answer)
+    return header
+
+
+def parseEtcdStatus(answer: _EtcdJSON) -> Any:
+    """
+    A C{txaioetcd.Status} from a C{maintenance/status} answer: we use its
+    C{version}, C{leader}, C{raft_term} and C{header}.
+
+    Private: C{Status._parse}, the parser of C{Client.status}; txaioetcd has
+    no public constructor from an answer.
+    """
+    import txaioetcd
+
+    return txaioetcd.Status._parse(answer)
+
+
+def parseEtcdRange(answer: _EtcdJSON) -> Any:
+    """
+    A C{txaioetcd.Range} from a C{kv/range} answer: we use its C{header} and
+    its C{kvs} (each with C{key}, C{value}, L{None} when the gateway left an
+    empty value out, and C{mod_revision}).
+
+    Private: C{Range._parse}, the parser of C{Client.get}.
+    """
+    import txaioetcd
+
+    return txaioetcd.Range._parse(answer)
+
+
+def parseEtcdRevision(answer: _EtcdJSON) -> Any:
+    """
+    A C{txaioetcd.Revision} from a C{kv/put} answer: we use its C{header}.
+
+    Private: C{Revision._parse}, the parser of C{Client.set}.
+    """
+    import txaioetcd
+
+    return txaioetcd.Revision._parse(answer)
+
+
+def parseEtcdDeleted(answer: _EtcdJSON) -> Any:
+    """
+    A C{txaioetcd.Deleted} from a C{kv/deleterange} answer: we use its
+    C{header} and C{deleted}.
+
+    Private: C{Deleted._parse}, the parser of C{Client.delete}.
+    """
+    import txaioetcd
+
+    return txaioetcd.Deleted._parse(answer)
