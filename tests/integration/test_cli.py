@@ -29,6 +29,7 @@ from tests.integration.upstreams import (
     UpstreamServer,
     delayed,
     echo,
+    endSession,
     request,
 )
 
@@ -154,11 +155,7 @@ async def test_sigterm_drains_inflight_request(tmp_path):
         assert time.monotonic() - signaled < 8 + 2
         assert "Traceback" not in proc.text(), proc.text()
     finally:
-        if client is not None and not client.isClosed:
-            client.transport.abortConnection()
-            await client.closed
-        proc.kill()
-        await up.stop()
+        await endSession(client, proc, up)
 
 
 def test_plugin_is_listed():

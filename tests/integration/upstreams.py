@@ -55,6 +55,7 @@ __all__ = [
     "UpstreamServer",
     "chunked",
     "closeWhenIdle",
+    "endSession",
     "delayed",
     "echo",
     "generated",
@@ -720,8 +721,18 @@ async def proxySession(
         os.kill(proc.pid, signal.SIGTERM)
         assert await proc.exitCode(timeout=15) == 0, proc.text()
     finally:
-        if client is not None and not client.isClosed:
-            client.transport.abortConnection()
-            await client.closed
-        proc.kill()
-        await up.stop()
+        await endSession(client, proc, up)
+
+
+async def endSession(
+    client: HTTPClient | None, proc: ProxyProcess, up: UpstreamServer
+) -> None:
+    """
+    Make sure a test's client, proxy and upstream are gone, however it
+    ended: the client aborted if still open, the proxy killed.
+    """
+    if client is not None and not client.isClosed:
+        client.transport.abortConnection()
+        await client.closed
+    proc.kill()
+    await up.stop()
