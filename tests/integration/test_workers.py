@@ -394,18 +394,13 @@ async def test_workers_do_not_outlive_a_killed_parent(tmp_path: Path, cleanup: A
 @pytest_twisted.ensureDeferred
 async def test_logfile_holds_every_workers_lines(tmp_path: Path, cleanup: Any) -> None:
     """With twistd --logfile the workers' lines, each naming its worker, go to the parent's log file."""
-    import subprocess
-
-    from tests.integration.upstreams import ROOT, TWISTD
-
     up = await upstream(cleanup, echo)
     port, admin = free_port(), free_port()
     logFile = tmp_path / "revproxy.log"
-    proc = subprocess.Popen(
-        TWISTD + ["-n", "--pidfile=", f"--logfile={logFile}", "revproxy",
-                  "--listen", f"tcp:{port}:interface=127.0.0.1", "--upstream", f"http://{up.address}",
-                  "--admin", f"tcp:{admin}:interface=127.0.0.1", "--workers", "2"],
-        cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    proc = ProxyProcess(
+        ["--listen", f"tcp:{port}:interface=127.0.0.1", "--upstream", f"http://{up.address}",
+         "--admin", f"tcp:{admin}:interface=127.0.0.1", "--workers", "2"],
+        tmp_path, twistdArgs=[f"--logfile={logFile}"],
     )
     try:
         deadline = time.monotonic() + 20
@@ -415,19 +410,20 @@ async def test_logfile_holds_every_workers_lines(tmp_path: Path, cleanup: Any) -
                     break
             except Exception:
                 pass
-            assert time.monotonic() < deadline and proc.poll() is None, logFile.read_text()
+            assert time.monotonic() < deadline and proc.process.poll() is None, logFile.read_text()
             await deferLater(reactor, 0.1, lambda: None)
         for i in range(20):
             assert (await _get(port, f"/log/{i}".encode())).code == 200
-        proc.send_signal(signal.SIGTERM)
-        out, _ = await deferToThread(proc.communicate, timeout=20)
-        assert proc.returncode == 0
+        proc.process.send_signal(signal.SIGTERM)
+        # Nothing is in flight: every worker drains at once.  (One that did
+        # not would be killed after --drain-timeout, 10 s, and 5 more.)
+        code = await proc.exitCode(30)
         text = logFile.read_text()
+        assert code == 0, f"exit {code} after SIGTERM; processes:\n{proc.tree()}\nlog:\n{text[-6000:]}"
+        assert "did not exit within the drain timeout" not in text, text
         access = [line for line in text.splitlines() if "[revproxy.access#info] [worker" in line]
         assert len(access) == 20, text
         assert "[worker 1] " in text and "[worker 2] " in text, text
-        assert b"worker" not in out, out
+        assert "worker" not in proc.text(), proc.text()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        proc.kill()

@@ -26,7 +26,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -634,16 +634,29 @@ async def loggedListeningPort(
     raise AssertionError(f"the proxy did not start listening:\n{text()}")
 
 
+def _children(pid: int) -> list[int]:
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == pid:
+                children.append(int(entry.name))
+    return children
+
+
 class ProxyProcess:
     """
     C{twistd -n revproxy ARGS} in a subprocess, its output in a file.
     """
 
-    def __init__(self, args: list[str], outputDir: Path) -> None:
+    def __init__(self, args: list[str], outputDir: Path, twistdArgs: Sequence[str] = ()) -> None:
         self.output = outputDir / "twistd.log"
         self._file = open(self.output, "wb")  # noqa: SIM115 -- closed by kill()
         self.process = subprocess.Popen(
-            TWISTD + ["-n", "--pidfile=", "revproxy", *args],
+            TWISTD + ["-n", "--pidfile=", *twistdArgs, "revproxy", *args],
             cwd=ROOT,
             stdin=subprocess.DEVNULL,
             stdout=self._file,
@@ -674,6 +687,23 @@ class ProxyProcess:
                 return code
             await deferLater(_globalReactor, 0.05, lambda: None)
         return self.process.poll()
+
+    def tree(self) -> str:
+        """
+        The process and its children, a line each (pid, state, what it
+        waits in, command): what a test that waited in vain reports.
+        """
+        lines = []
+        for pid in [self.pid, *_children(self.pid)]:
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                wchan = Path(f"/proc/{pid}/wchan").read_text()
+                command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+            state = stat.rpartition(")")[2].split()[0]
+            lines.append(f"{pid} {state} {wchan or '-'} {command[-120:].decode('utf-8', 'replace')}")
+        return "\n".join(lines)
 
     def rss(self) -> int:
         """
